@@ -1,0 +1,30 @@
+# The two Quick-start commands: `make run` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/stream-triage: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/stream-triage
+
+run: install
+	$(BIN)/stream-triage serve $(ARGS)
+
+test: install
+	$(BIN)/ruff check stream_triage tests benchmarks
+	$(BIN)/pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check stream_triage tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
