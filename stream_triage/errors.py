@@ -1,13 +1,13 @@
 """One error tree for stream-triage.
 
-    StreamTriageError
-    ├── ConfigError          bad configuration; lists every problem at once
-    ├── PatternError         a pattern pack that cannot be loaded (file, line, id)
-    ├── InputError           a bad input record (file, line); the rest of the input goes on
-    ├── StoreError           the embedded store cannot be opened or written
-    └── SinkError            delivery to an external sink failed
-        ├── RetryableSinkError   try again later (network, 429, 5xx)
-        └── PermanentSinkError   retrying will not help (unknown field, bad value, permission)
+StreamTriageError
+├── ConfigError          bad configuration; lists every problem at once
+├── PatternError         a pattern pack that cannot be loaded (file, line, id)
+├── InputError           a bad input record (file, line); the rest of the input goes on
+├── StoreError           the embedded store cannot be opened or written
+└── SinkError            delivery to an external sink failed
+    ├── RetryableSinkError   try again later (network, 429, 5xx)
+    └── PermanentSinkError   retrying will not help (unknown field, bad value, permission)
 """
 
 from __future__ import annotations

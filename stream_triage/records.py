@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """How bad an issue is. Ordered: CRITICAL > ERROR > WARNING."""
 
     CRITICAL = "CRITICAL"
@@ -26,7 +26,7 @@ class Severity(str, Enum):
 _SEVERITY_RANK = {Severity.WARNING: 1, Severity.ERROR: 2, Severity.CRITICAL: 3}
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Triage status of a stored issue. Humans own it, except for regression."""
 
     NEW = "NEW"
@@ -36,7 +36,7 @@ class Status(str, Enum):
     REGRESSED = "REGRESSED"
 
 
-class EndReason(str, Enum):
+class EndReason(StrEnum):
     """Why a run was flushed."""
 
     MARKER = "marker"  # its completion marker arrived
@@ -126,7 +126,7 @@ class RunSummary:
     run_type: str
     stream: int | None
     client_ids: list[str]
-    ended: EndReason
+    ended: EndReason | None  # how the run ended; None while it is still open (partial/periodic flush)
     marker_seen: bool
     final: bool
     issues_by_severity: dict[str, int] = field(default_factory=dict)
@@ -138,6 +138,7 @@ class RunFlush:
 
     run: RunSummary
     issues: list[Issue]
+    reason: EndReason
 
 
 @dataclass(slots=True)
@@ -170,7 +171,7 @@ class StoredIssue:
     patterns: list[str] = field(default_factory=list)
 
 
-class ChangeKind(str, Enum):
+class ChangeKind(StrEnum):
     """What a flush did to a stored issue."""
 
     CREATED = "created"

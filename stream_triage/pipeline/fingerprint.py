@@ -1,0 +1,65 @@
+"""Fingerprint stage: mask the variable parts of a message and hash what is left.
+
+One defect logged with different ids, clients, numbers or timestamps masks to the same text; two
+defects differ in their fixed words or in the top in-app frame. The matching pattern is deliberately
+not part of the fingerprint, so a defect caught by two patterns is still one issue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+_MASKS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"), "<ts>"),
+    (re.compile(r"\b\d\d:\d\d:\d\d(?:\.\d+)?\b"), "<time>"),
+    (re.compile(r"\b\d{6}-\d{6}(?:-[A-Za-z][\w-]*)?"), "<run>"),
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>)\]]+", re.IGNORECASE), "<url>"),
+    (re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "<email>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE), "<uuid>"),
+    (re.compile(r"\b(?:rec|app|tbl|fld|viw|usr|wsp|sel|ent|att)[A-Za-z0-9]{14}\b"), "<id>"),
+    (re.compile(r"\b(?:srv|dpl|evt|crn|usr|tea|own)-[a-z0-9]{16,}\b"), "<id>"),
+    (re.compile(r"\b0x[0-9a-f]+\b", re.IGNORECASE), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b", re.IGNORECASE), "<hex>"),
+    # A quoted value is variable data when it holds digits, spaces or is long; short identifier-like
+    # quotes ('config', "Stream") name code or schema and tell two defects apart, so they stay.
+    (re.compile(r"([\"'`])(?=[^\"'`\n]*(?:\d|\s))[^\"'`\n]{1,200}\1|([\"'`])[^\"'`\n]{33,200}\2"), "<q>"),
+    # Long mixed tokens (keys, hashes, base64) are ids, not words.
+    (re.compile(r"\b(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{20,}\b"), "<tok>"),
+]
+# Status codes next to a status word survive (a 404 and a 503 are different defects); every other
+# number is masked.
+_NUMBER_OR_STATUS = re.compile(
+    r"(?i)\b(status(?: ?code)?|HTTP(?:/\d(?:\.\d)?)?|returned|responded with|code)(\s*[:=]?\s*)([1-5]\d\d)\b"
+    r"|\d+(?:[.,]\d+)*"
+)
+_SPACE = re.compile(r"\s+")
+
+
+def mask_message(message: str, names: Iterable[str] = ()) -> str:
+    """The message with variable parts replaced by placeholders.
+
+    ``names`` are client names known for the line (its tag, its run id suffix): they are masked too,
+    also in their spaced form ("Ann-Lee" and "Ann Lee").
+    """
+    text = message
+    for name in names:
+        if name and len(name) > 2:
+            text = text.replace(name, "<client>")
+            if "-" in name:
+                text = text.replace(name.replace("-", " "), "<client>")
+    for pattern, placeholder in _MASKS:
+        text = pattern.sub(placeholder, text)
+    text = _NUMBER_OR_STATUS.sub(_number_or_status, text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def fingerprint(masked_message: str, operation: str | None, top_frame: str | None) -> str:
+    """Stable 16-hex-digit fingerprint of a defect."""
+    key = f"{operation or ''}\x1f{masked_message}\x1f{top_frame or ''}"
+    return hashlib.sha1(key.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()[:16]
+
+
+def _number_or_status(m: re.Match[str]) -> str:
+    return m.group(0) if m.group(3) else "<n>"

@@ -1,0 +1,169 @@
+"""Match stage: which pattern (if any) a line triggers.
+
+``PatternSet`` compiles the packs once. When Hyperscan is installed it scans each message against all
+patterns in one pass (prefilter mode) and only the few candidates are confirmed with ``regex``, which
+also enforces a per-match time limit so a pathological user regex cannot hang the pipeline.
+Without Hyperscan every pattern is tried in turn: correct, slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import regex
+
+from stream_triage.patterns import PatternSpec
+from stream_triage.records import Match
+
+try:  # optional accelerator: a wheel exists for the common platforms
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - exercised on platforms without a wheel
+    _hs = None
+
+
+@dataclass(slots=True)
+class _Compiled:
+    spec: PatternSpec
+    search: regex.Pattern | None
+    unless: regex.Pattern | None
+    min_value: int | None
+    rank: int
+
+
+class PatternSet:
+    """All active patterns, compiled. ``match(message, level)`` returns the worst match or ``None``."""
+
+    def __init__(
+        self,
+        specs: Iterable[PatternSpec],
+        settings: Mapping[str, int] | None = None,
+        timeout_s: float = 0.05,
+        use_hyperscan: bool = True,
+    ) -> None:
+        settings = settings or {}
+        self.timeout_s = timeout_s
+        self.specs = list(specs)
+        self._compiled: list[_Compiled] = []
+        for spec in self.specs:
+            flags = regex.V0 if spec.case_sensitive else regex.V0 | regex.IGNORECASE
+            mv = spec.min_value
+            if isinstance(mv, str):
+                if mv not in settings:
+                    raise ValueError(f"{spec.origin}: min_value names unknown setting {mv!r}")
+                mv = int(settings[mv])
+            self._compiled.append(
+                _Compiled(
+                    spec=spec,
+                    search=regex.compile(spec.regex, flags) if spec.regex else None,
+                    unless=regex.compile(spec.unless, flags) if spec.unless else None,
+                    min_value=mv,
+                    rank=spec.severity.rank,
+                )
+            )
+        # Level-only patterns need no text scan; they are checked by a dict lookup.
+        self._by_level: dict[str, list[int]] = {}
+        self._text: list[int] = []
+        for i, c in enumerate(self._compiled):
+            if c.search is None:
+                for level in c.spec.levels or ():
+                    self._by_level.setdefault(level, []).append(i)
+            else:
+                self._text.append(i)
+        self._db = None
+        self._always: list[int] = list(self._text)
+        if use_hyperscan and _hs is not None and self._text:
+            self._db, self._always = _build_hyperscan(self._compiled, self._text)
+        self._hits: list[int] = []
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether the Hyperscan prefilter is in use."""
+        return self._db is not None
+
+    def candidates(self, message: str) -> list[int]:
+        """Indexes of text patterns that may match ``message`` (a superset of the real matches)."""
+        if self._db is None:
+            return self._always
+        hits = self._hits
+        hits.clear()
+        self._db.scan(message.encode("utf-8", "surrogatepass"), match_event_handler=self._on_hit)
+        if self._always:
+            return sorted(set(hits).union(self._always))
+        return sorted(set(hits)) if len(hits) > 1 else list(hits)
+
+    def _on_hit(self, pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
+        self._hits.append(pid)
+
+    def match(self, message: str, level: str | None = None) -> Match | None:
+        """Confirm candidates and return the worst matching pattern, or ``None``."""
+        found: list[_Compiled] = []
+        for i in self.candidates(message):
+            c = self._compiled[i]
+            if self._confirm(c, message, level):
+                found.append(c)
+        if level is not None:
+            for i in self._by_level.get(level, ()):
+                c = self._compiled[i]
+                if level not in c.spec.not_levels:
+                    found.append(c)
+        if not found:
+            return None
+        best = found[0]
+        for c in found[1:]:
+            if c.rank > best.rank:
+                best = c
+        return Match(best.spec.id, best.spec.severity, tuple(c.spec.id for c in found))
+
+    def _confirm(self, c: _Compiled, message: str, level: str | None) -> bool:
+        spec = c.spec
+        if level is not None:
+            if spec.levels is not None and level not in spec.levels:
+                return False
+            if level in spec.not_levels:
+                return False
+        elif spec.levels is not None:
+            return False
+        assert c.search is not None
+        try:
+            m = c.search.search(message, timeout=self.timeout_s)
+            if m is None:
+                return False
+            if c.min_value is not None:
+                try:
+                    if int(m.group(1)) < c.min_value:
+                        return False
+                except (TypeError, ValueError):
+                    return False
+            return not (c.unless is not None and c.unless.search(message, timeout=self.timeout_s))
+        except TimeoutError:
+            # A pathological pattern on a pathological line: treat as no match rather than stall.
+            return False
+
+
+def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object | None, list[int]]:
+    """Compile text patterns into one Hyperscan database; patterns it cannot take are always tried."""
+    assert _hs is not None
+    exprs: list[bytes] = []
+    ids: list[int] = []
+    flags: list[int] = []
+    always: list[int] = []
+    base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_UTF8 | _hs.HS_FLAG_UCP
+    for i in text:
+        c = compiled[i]
+        f = base if c.spec.case_sensitive else base | _hs.HS_FLAG_CASELESS
+        expr = c.spec.regex.encode("utf-8")
+        probe = _hs.Database()
+        try:
+            probe.compile(expressions=[expr], ids=[i], flags=[f])
+        except Exception:  # hyperscan.error / CompileError: syntax it does not support
+            always.append(i)
+            continue
+        exprs.append(expr)
+        ids.append(i)
+        flags.append(f)
+    if not exprs:
+        return None, always
+    db = _hs.Database()
+    db.compile(expressions=exprs, ids=ids, flags=flags)
+    return db, always

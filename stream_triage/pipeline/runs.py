@@ -1,0 +1,127 @@
+"""Per-run state: the context ring, open context collectors, issue accumulators and run metadata.
+
+Everything here is bounded: the ring by ``context_before``, collectors by ``context_after``, issues
+by ``max_issues_per_run`` (the caller flushes early when it is reached), client names and positions
+by fixed caps.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from stream_triage.records import LogLine, Match, Severity
+
+MAX_CLIENTS_PER_RUN = 32
+MAX_POSITIONS_PER_ISSUE = 100_000
+
+
+@dataclass(slots=True)
+class ContextCollector:
+    """Context of one issue occurrence: lines before (from the ring), the line itself, lines after."""
+
+    before: list[str]
+    line: str
+    after: list[str] = field(default_factory=list)
+    wanted: int = 25
+
+    def render(self) -> list[str]:
+        """Context lines with the matching line marked ``>> `` and the others indented alike."""
+        out = ["   " + s for s in self.before]
+        out.append(">> " + self.line)
+        out.extend("   " + s for s in self.after)
+        return out
+
+
+@dataclass(slots=True)
+class Event:
+    """A head line and its continuation lines (stack frames, dumped JSON) from one source."""
+
+    run: RunBuffer
+    line: LogLine
+    match: Match | None
+    collector: ContextCollector | None
+    trace: list[str] = field(default_factory=list)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class IssueAccumulator:
+    """One fingerprint within one run since the run's previous flush."""
+
+    fingerprint: str
+    match: Match
+    line: LogLine
+    masked: str
+    service: str | None
+    trace: list[str]
+    collector: ContextCollector | None
+    first_seen: float | None
+    last_seen: float | None
+    occurrences: int = 1
+    positions: list[int] = field(default_factory=list)
+    pattern_ids: list[str] = field(default_factory=list)
+    severity: Severity = Severity.WARNING
+
+
+class RunBuffer:
+    """State of one open run (or of one source's system bucket)."""
+
+    __slots__ = (
+        "checked_lines",
+        "client_ids",
+        "collectors",
+        "counts",
+        "first_ts",
+        "flushed_at",
+        "is_system",
+        "issues",
+        "key",
+        "last_activity",
+        "last_ts",
+        "lines",
+        "marker_seen",
+        "ring",
+        "run_id",
+        "run_type",
+        "run_type_rank",
+        "source",
+        "stream",
+    )
+
+    def __init__(self, key: str, run_id: str | None, source: str, context_before: int, now: float) -> None:
+        self.key = key
+        self.run_id = run_id
+        self.source = source
+        self.is_system = run_id is None
+        self.ring: deque[str] = deque(maxlen=context_before)
+        self.collectors: list[ContextCollector] = []
+        self.issues: dict[str, IssueAccumulator] = {}
+        self.lines = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.last_activity = now
+        self.flushed_at = now
+        self.marker_seen = False
+        self.run_type: str | None = None
+        self.run_type_rank = 1 << 30
+        self.stream: int | None = None
+        self.client_ids: list[str] = []
+        self.checked_lines = 0
+        self.counts: dict[str, int] = {}
+
+    def add_line(self, text: str) -> None:
+        """Append a (truncated) line to the ring and to every collector still wanting lines."""
+        if self.collectors:
+            keep = []
+            for c in self.collectors:
+                c.after.append(text)
+                if len(c.after) < c.wanted:
+                    keep.append(c)
+            self.collectors = keep
+        self.ring.append(text)
+
+    def note_client(self, name: str | None) -> None:
+        """Remember a client name seen in the run (bounded)."""
+        if name and name not in self.client_ids and len(self.client_ids) < MAX_CLIENTS_PER_RUN:
+            self.client_ids.append(name)

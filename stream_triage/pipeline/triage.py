@@ -1,0 +1,400 @@
+"""The pipeline: parse → route (per run) → match → context → fingerprint → flush.
+
+``Triage`` is synchronous and does no I/O; time is passed in (log time in replay, wall clock live),
+so every timeout is testable without sleeping. Sources feed it ``RawRecord``s; it returns
+``RunFlush`` batches for the sinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import regex
+
+from stream_triage.config import Config
+from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
+from stream_triage.pipeline.fingerprint import fingerprint, mask_message
+from stream_triage.pipeline.match import PatternSet
+from stream_triage.pipeline.parse import LineParser
+from stream_triage.pipeline.redact import Redactor
+from stream_triage.pipeline.runs import (
+    MAX_POSITIONS_PER_ISSUE,
+    ContextCollector,
+    Event,
+    IssueAccumulator,
+    RunBuffer,
+)
+from stream_triage.pipeline.stacktrace import is_continuation, is_trace_line, starts_traceback, top_app_frame
+from stream_triage.records import EndReason, Issue, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
+
+RUN_INCOMPLETE = "run-incomplete"
+_METADATA_LINES = 500  # run type / stream are looked for in a run's first lines only
+_TICK_EVERY_S = 1.0
+
+
+@dataclass(slots=True)
+class _SourceState:
+    """Per source: the event that continuation lines attach to."""
+
+    event: Event | None = None
+    in_traceback: bool = False
+
+
+def build_patterns(config: Config) -> PatternSet:
+    """Load the default pack and the user's packs as configured, and compile them."""
+    specs: list[PatternSpec] = []
+    if config.patterns.use_default_pack:
+        specs.extend(load_pack(default_pack_path()))
+    for path in config.patterns.files:
+        user = load_pack(path)
+        # A user pattern with a built-in id replaces it, so packs can tune the defaults.
+        ids = {s.id for s in user}
+        specs = [s for s in specs if s.id not in ids] + user
+    disabled = set(config.patterns.disabled)
+    specs = [s for s in specs if s.id not in disabled]
+    return PatternSet(
+        specs,
+        settings={"slow_request_ms": config.patterns.slow_request_ms},
+        timeout_s=config.patterns.match_timeout_ms / 1000,
+    )
+
+
+class Triage:
+    """Turns log records into deduplicated issues per run. Not thread-safe; one per event loop."""
+
+    def __init__(self, config: Config, patterns: PatternSet | None = None) -> None:
+        self.config = config
+        r, f = config.route, config.flush
+        self.patterns = patterns if patterns is not None else build_patterns(config)
+        self._parse = LineParser(config.parse.line_regex)
+        self._redact = Redactor(config.redact.extra_patterns)
+        self._markers = [regex.compile(m) for m in config.flush.completion_markers]
+        self._run_types = [(rule.name, regex.compile(rule.regex)) for rule in config.run_metadata.run_types]
+        self._stream = regex.compile(config.run_metadata.stream_regex)
+        self._before = r.context_before
+        self._after = r.context_after
+        self._chars = r.context_line_chars
+        self._max_runs = r.max_open_runs
+        self._max_issues = r.max_issues_per_run
+        self._max_stack = r.max_stack_lines
+        self._grace = f.grace_after_marker_s
+        self._idle = f.idle_timeout_s
+        self._periodic = f.system_flush_interval_s
+        self._min_timeout = min(self._grace, self._idle)
+        self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
+        self.systems: dict[str, RunBuffer] = {}
+        self._sources: dict[str, _SourceState] = {}
+        self.now = 0.0
+        self._last_tick = 0.0
+        self.lines_processed = 0
+        self.lines_matched = 0
+
+    # ------------------------------------------------------------------ input
+    def process(self, record: RawRecord, now: float | None = None) -> list[RunFlush]:
+        """Feed one record. ``now`` is the current time (defaults to the line's own timestamp)."""
+        line = self._parse(record)
+        return self.process_line(line, now)
+
+    def process_many(self, records: Iterable[RawRecord], now: float | None = None) -> list[RunFlush]:
+        """Feed several records; returns every flush they caused."""
+        out: list[RunFlush] = []
+        parse = self._parse
+        for record in records:
+            flushes = self.process_line(parse(record), now)
+            if flushes:
+                out.extend(flushes)
+        return out
+
+    def process_line(self, line: LogLine, now: float | None = None) -> list[RunFlush]:
+        """Feed one parsed line."""
+        self.lines_processed += 1
+        t = now if now is not None else line.ts
+        if t is not None and t > self.now:
+            self.now = t
+        now_ = self.now
+        flushes: list[RunFlush] = []
+        src = self._sources.get(line.source)
+        if src is None:
+            src = self._sources[line.source] = _SourceState()
+        text = line.text if len(line.text) <= self._chars else line.text[: self._chars] + "…"
+
+        if line.run_id is None and line.level is None:
+            ev = src.event
+            if ev is not None and is_continuation(line.text, src.in_traceback):
+                run = ev.run
+                run.lines += 1
+                self._touch(run, line.ts, now_)
+                run.add_line(text)
+                if ev.match is not None and not ev.done and len(ev.trace) < self._max_stack:
+                    ev.trace.append(line.text)
+                if not src.in_traceback and starts_traceback(line.text):
+                    src.in_traceback = True
+                return self._maybe_tick(flushes)
+
+        # A head line: the previous event of this source is complete.
+        if src.event is not None and not src.event.done:
+            flushes.extend(self._finish(src.event))
+        run = self._run_for(line, now_, flushes)
+        run.lines += 1
+        self._touch(run, line.ts, now_)
+        if not run.is_system:
+            run.note_client(line.run_suffix or line.client)
+            if run.checked_lines < _METADATA_LINES:
+                self._observe_metadata(run, line)
+        match = self.patterns.match(line.message, line.level)
+        collector = None
+        if match is not None:
+            self.lines_matched += 1
+            collector = ContextCollector(list(run.ring), text, wanted=self._after)
+        run.add_line(text)
+        if collector is not None and self._after:
+            run.collectors.append(collector)
+        ev = Event(run=run, line=line, match=match, collector=collector)
+        src.event = ev
+        src.in_traceback = starts_traceback(line.text)
+        if not run.is_system and line.run_id is not None and self._is_marker(line.message):
+            flushes.extend(self._finish(ev))
+            run.marker_seen = True
+            flushes.append(self._flush(run, EndReason.MARKER, final=False))
+        return self._maybe_tick(flushes)
+
+    # ------------------------------------------------------------------ time
+    def tick(self, now: float) -> list[RunFlush]:
+        """Advance the clock; flush runs whose grace window or idle timeout has passed."""
+        if now > self.now:
+            self.now = now
+        now = self.now
+        self._last_tick = now
+        out: list[RunFlush] = []
+        for run in list(self.runs.values()):
+            quiet = now - run.last_activity
+            if quiet < self._min_timeout:
+                break
+            if run.marker_seen:
+                if quiet >= self._grace:
+                    out.append(self._close(run, EndReason.LATE))
+            elif quiet >= self._idle:
+                out.append(self._close(run, EndReason.IDLE))
+        for run in self.systems.values():
+            if run.issues and now - run.flushed_at >= self._periodic:
+                out.append(self._flush(run, EndReason.PERIODIC, final=False))
+        return out
+
+    def flush_all(self, reason: EndReason) -> list[RunFlush]:
+        """Flush every open run (end of input or shutdown). Runs idle past the timeout flush as idle."""
+        out = self.tick(self.now)
+        for run in list(self.runs.values()):
+            out.append(self._close(run, reason))
+        for run in list(self.systems.values()):
+            out.extend(self._finish_events_of(run))
+            if run.issues:
+                out.append(self._flush(run, reason, final=False))
+        return out
+
+    @property
+    def open_runs(self) -> int:
+        """Number of runs currently open."""
+        return len(self.runs)
+
+    def _maybe_tick(self, flushes: list[RunFlush]) -> list[RunFlush]:
+        if self.now - self._last_tick >= _TICK_EVERY_S:
+            flushes.extend(self.tick(self.now))
+        return flushes
+
+    # ------------------------------------------------------------------ routing
+    def _run_for(self, line: LogLine, now: float, flushes: list[RunFlush]) -> RunBuffer:
+        run_id = line.run_id
+        if run_id is None:
+            run = self.systems.get(line.source)
+            if run is None:
+                run = self.systems[line.source] = RunBuffer(
+                    f"system:{line.source}", None, line.source, self._before, now
+                )
+            return run
+        run = self.runs.get(run_id)
+        if run is None:
+            if len(self.runs) >= self._max_runs:
+                oldest = next(iter(self.runs.values()))
+                flushes.append(self._close(oldest, EndReason.EVICTED))
+            run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now)
+        return run
+
+    def _touch(self, run: RunBuffer, ts: float | None, now: float) -> None:
+        run.last_activity = now
+        if ts is not None:
+            if run.first_ts is None:
+                run.first_ts = ts
+            run.last_ts = ts
+        if not run.is_system:
+            self.runs.move_to_end(run.key)
+
+    def _observe_metadata(self, run: RunBuffer, line: LogLine) -> None:
+        run.checked_lines += 1
+        if run.run_type_rank > 0:
+            hay = f"{line.operation or ''} {line.message}"
+            for rank, (name, rx) in enumerate(self._run_types[: run.run_type_rank]):
+                if rx.search(hay):
+                    run.run_type, run.run_type_rank = name, rank
+                    break
+        if run.stream is None:
+            m = self._stream.search(line.message)
+            if m is not None:
+                with contextlib.suppress(IndexError, TypeError, ValueError):
+                    run.stream = int(m.group(1))
+
+    def _is_marker(self, message: str) -> bool:
+        return any(m.search(message) for m in self._markers)
+
+    # ------------------------------------------------------------------ issues
+    def _finish(self, ev: Event) -> list[RunFlush]:
+        """Close an event: if it matched, fingerprint it and count it in its run."""
+        ev.done = True
+        if ev.match is None:
+            return []
+        run, line = ev.run, ev.line
+        trace = [t for t in ev.trace if is_trace_line(t)]
+        service = top_app_frame(trace)
+        message = self._redact(line.message.strip())
+        names = [n for n in (line.client, line.run_suffix) if n]
+        masked = mask_message(message, names)
+        fp = fingerprint(masked, line.operation, service)
+        ts = line.ts if line.ts is not None else (self.now or None)
+        acc = run.issues.get(fp)
+        if acc is not None:
+            acc.occurrences += 1
+            acc.last_seen = ts if ts is not None else acc.last_seen
+            if len(acc.positions) < MAX_POSITIONS_PER_ISSUE:
+                acc.positions.append(line.position)
+            for pid in ev.match.pattern_ids:
+                if pid not in acc.pattern_ids:
+                    acc.pattern_ids.append(pid)
+            if ev.match.severity.rank > acc.severity.rank:
+                acc.severity, acc.match = ev.match.severity, ev.match
+            self._drop_collector(run, ev.collector)
+            return []
+        out: list[RunFlush] = []
+        if len(run.issues) >= self._max_issues:
+            out.append(self._flush(run, EndReason.PARTIAL, final=False))
+        run.issues[fp] = IssueAccumulator(
+            fingerprint=fp,
+            match=ev.match,
+            line=line,
+            masked=masked,
+            service=service or line.operation,
+            trace=ev.trace,
+            collector=ev.collector,
+            first_seen=ts,
+            last_seen=ts,
+            positions=[line.position],
+            pattern_ids=list(ev.match.pattern_ids),
+            severity=ev.match.severity,
+        )
+        return out
+
+    @staticmethod
+    def _drop_collector(run: RunBuffer, collector: ContextCollector | None) -> None:
+        if collector is not None and run.collectors:
+            run.collectors = [c for c in run.collectors if c is not collector]
+
+    def _finish_events_of(self, run: RunBuffer) -> list[RunFlush]:
+        out: list[RunFlush] = []
+        for src in self._sources.values():
+            ev = src.event
+            if ev is not None and ev.run is run and not ev.done:
+                out.extend(self._finish(ev))
+        return out
+
+    def _close(self, run: RunBuffer, reason: EndReason) -> RunFlush:
+        """Final flush of a run; it leaves the open set."""
+        pre = self._finish_events_of(run)
+        if reason is EndReason.IDLE:
+            self._add_incomplete(run)
+        flush = self._flush(run, reason, final=True)
+        self.runs.pop(run.key, None)
+        for src in self._sources.values():
+            if src.event is not None and src.event.run is run:
+                src.event = None
+        if pre:
+            # Early partial flushes of the same run travel together with the final one.
+            flush.issues = [i for f in pre for i in f.issues] + flush.issues
+        return flush
+
+    def _add_incomplete(self, run: RunBuffer) -> None:
+        last = run.ring[-1] if run.ring else ""
+        message = f"Run {run.run_id} stopped logging without its completion marker (silent for {self._idle:.0f} s)"
+        match = Match(RUN_INCOMPLETE, Severity.CRITICAL, (RUN_INCOMPLETE,))
+        fp = fingerprint(RUN_INCOMPLETE, run.run_type or "other", None)
+        line = LogLine(text=message, message=message, source=run.source, position=0, ts=run.last_ts)
+        collector = ContextCollector(list(run.ring)[:-1], last, wanted=0) if last else None
+        run.issues[fp] = IssueAccumulator(
+            fingerprint=fp,
+            match=match,
+            line=line,
+            masked=RUN_INCOMPLETE,
+            service=run.run_type,
+            trace=[],
+            collector=collector,
+            first_seen=run.last_ts,
+            last_seen=run.last_ts,
+            positions=[],
+            pattern_ids=[RUN_INCOMPLETE],
+            severity=Severity.CRITICAL,
+        )
+
+    def _flush(self, run: RunBuffer, reason: EndReason, final: bool) -> RunFlush:
+        redact = self._redact
+        issues: list[Issue] = []
+        for acc in run.issues.values():
+            line = acc.line
+            trace = [t for t in acc.trace if is_trace_line(t)]
+            context = acc.collector.render() if acc.collector is not None else []
+            issues.append(
+                Issue(
+                    fingerprint=acc.fingerprint,
+                    severity=acc.severity,
+                    pattern_id=acc.match.pattern_id,
+                    message=redact(line.message.strip()),
+                    masked_message=acc.masked,
+                    run_id=run.run_id,
+                    source=run.source,
+                    client_id=line.run_suffix or line.client or (run.client_ids[0] if run.client_ids else None),
+                    operation=line.operation,
+                    service=acc.service,
+                    stack_trace=redact("\n".join(trace)),
+                    context=[redact(c) for c in context],
+                    first_seen=acc.first_seen,
+                    last_seen=acc.last_seen,
+                    occurrences=acc.occurrences,
+                    pattern_ids=acc.pattern_ids,
+                    positions=acc.positions,
+                    run_type=None if run.is_system else (run.run_type or "other"),
+                    stream=run.stream,
+                )
+            )
+            run.counts[acc.severity.value] = run.counts.get(acc.severity.value, 0) + 1
+            self._drop_collector(run, acc.collector)
+        run.issues = {}
+        run.flushed_at = self.now
+        ended: EndReason | None = None
+        if final:
+            ended = EndReason.MARKER if run.marker_seen else reason
+        elif reason is EndReason.MARKER:
+            ended = EndReason.MARKER
+        summary = RunSummary(
+            run_id=run.run_id,
+            source=run.source,
+            first_ts=run.first_ts,
+            last_ts=run.last_ts,
+            lines=run.lines,
+            run_type=run.run_type or "other",
+            stream=run.stream,
+            client_ids=list(run.client_ids),
+            ended=ended,
+            marker_seen=run.marker_seen or reason is EndReason.MARKER,
+            final=final,
+            issues_by_severity=dict(run.counts),
+        )
+        return RunFlush(run=summary, issues=issues, reason=reason)
