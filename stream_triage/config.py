@@ -114,6 +114,100 @@ class RedactConfig:
 
 
 @dataclass(slots=True)
+class ServerConfig:
+    """The HTTP server (drain, health, metrics) and the service's lifecycle."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    shutdown_deadline_s: float = 30.0
+    queue_max_batches: int = 256
+    tick_interval_s: float = 1.0
+
+
+@dataclass(slots=True)
+class SyslogSourceConfig:
+    """RFC 5424/3164 syslog over TCP or TLS (Render Log Streams). Token: $STREAM_TRIAGE_SYSLOG_TOKEN."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5514
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    max_frame_bytes: int = 65_536
+    max_connections: int = 256
+    idle_timeout_s: float = 600.0
+
+
+@dataclass(slots=True)
+class HttpDrainSourceConfig:
+    """``POST /drain``: logplex, NDJSON or text/plain. Token: $STREAM_TRIAGE_DRAIN_TOKEN."""
+
+    enabled: bool = True
+    path: str = "/drain"
+    max_body_bytes: int = 8 * 1024 * 1024
+    dedupe_frame_ids: int = 10_000
+
+
+@dataclass(slots=True)
+class RenderTailSourceConfig:
+    """Live tail of Render's logs API over WebSocket, with gap backfill. Key: $RENDER_API_KEY."""
+
+    enabled: bool = False
+    api_base_url: str = "https://api.render.com"
+    owner_id: str = ""
+    resources: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SourcesConfig:
+    """Every live source."""
+
+    syslog: SyslogSourceConfig = field(default_factory=SyslogSourceConfig)
+    http_drain: HttpDrainSourceConfig = field(default_factory=HttpDrainSourceConfig)
+    render_tail: RenderTailSourceConfig = field(default_factory=RenderTailSourceConfig)
+
+
+@dataclass(slots=True)
+class AirtableSinkConfig:
+    """Production Issues in Airtable. Enabled when $AIRTABLE_API_KEY and a base id are set."""
+
+    enabled: bool = True
+    base_id: str = ""
+    table: str = "Production Issues"
+    endpoint_url: str = ""
+    requests_per_second: float = 5.0
+    rate_limit_penalty_s: float = 30.0
+    timeout_s: float = 30.0
+    status_sync_interval_s: float = 300.0
+    retry_max_backoff_s: float = 300.0
+    render_log_url: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SinksConfig:
+    """External sinks (the SQLite store is always on)."""
+
+    airtable: AirtableSinkConfig = field(default_factory=AirtableSinkConfig)
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    """``GET /metrics``. With require_token, scrapes need ``Authorization: Bearer $STREAM_TRIAGE_METRICS_TOKEN``."""
+
+    enabled: bool = True
+    require_token: bool = False
+
+
+@dataclass(slots=True)
+class LoggingConfig:
+    """The service's own logs (stderr)."""
+
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration."""
 
@@ -124,7 +218,18 @@ class Config:
     patterns: PatternsConfig = field(default_factory=PatternsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     redact: RedactConfig = field(default_factory=RedactConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def airtable_enabled(self) -> bool:
+        """Whether the Airtable sink runs: enabled in config, with a key and a base id."""
+        a = self.sinks.airtable
+        return a.enabled and bool(self.secrets.get("AIRTABLE_API_KEY")) and bool(a.base_id)
 
 
 SECRET_ENV = (
@@ -157,6 +262,18 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     config = typing.cast(Config, build_section(Config, data, "", problems, skip={"secrets"}))
     if db := env.get("STREAM_TRIAGE_DB"):
         config.store.path = db
+    if base := env.get("AIRTABLE_BASE_ID"):
+        config.sinks.airtable.base_id = base
+    if endpoint := env.get("AIRTABLE_ENDPOINT_URL"):
+        config.sinks.airtable.endpoint_url = endpoint
+    if render_base := env.get("RENDER_API_BASE_URL"):
+        config.sources.render_tail.api_base_url = render_base
+    if port := env.get("PORT"):
+        # Render (and most PaaS) tell a web service its port this way.
+        if port.isdigit():
+            config.server.http_port = int(port)
+        else:
+            problems.append(f"PORT: must be a port number, got {port!r}")
     config.secrets = {k: env[k] for k in SECRET_ENV if env.get(k)}
     problems.extend(validate(config))
     if problems:
@@ -186,7 +303,37 @@ def validate(config: Config) -> list[str]:
     check_regex("run_metadata.stream_regex", config.run_metadata.stream_regex)
     for i, pat in enumerate(config.redact.extra_patterns):
         check_regex(f"redact.extra_patterns[{i}]", pat)
+    if config.logging.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        problems.append(f"logging.level: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {config.logging.level!r}")
+    syslog = config.sources.syslog
+    if bool(syslog.tls_cert_file) != bool(syslog.tls_key_file):
+        problems.append("sources.syslog: set both tls_cert_file and tls_key_file for TLS, or neither for plain TCP")
+    for key, path in (("sources.syslog.tls_cert_file", syslog.tls_cert_file), ("sources.syslog.tls_key_file",
+                                                                                syslog.tls_key_file)):
+        if path and not Path(path).is_file():
+            problems.append(f"{key}: no such file {path!r}")
+    tail = config.sources.render_tail
+    if tail.enabled:
+        if not config.secrets.get("RENDER_API_KEY"):
+            problems.append("sources.render_tail: enabled but RENDER_API_KEY is not set in the environment")
+        if not tail.owner_id:
+            problems.append("sources.render_tail.owner_id: required (your Render workspace id, tea-… or usr-…)")
+        if not tail.resources:
+            problems.append("sources.render_tail.resources: list at least one service id (srv-…)")
+    if config.metrics.require_token and not config.secrets.get("STREAM_TRIAGE_METRICS_TOKEN"):
+        problems.append("metrics.require_token: set STREAM_TRIAGE_METRICS_TOKEN in the environment")
+    if not config.sources.http_drain.path.startswith("/"):
+        problems.append(f"sources.http_drain.path: must start with '/', got {config.sources.http_drain.path!r}")
+    for key, port in (("server.http_port", config.server.http_port), ("sources.syslog.port", syslog.port)):
+        if not 0 <= port <= 65535:
+            problems.append(f"{key}: must be a port number 0-65535, got {port}")
     for key, value, low in (
+        ("server.queue_max_batches", config.server.queue_max_batches, 1),
+        ("server.shutdown_deadline_s", config.server.shutdown_deadline_s, 0),
+        ("sources.syslog.max_frame_bytes", syslog.max_frame_bytes, 256),
+        ("sources.syslog.max_connections", syslog.max_connections, 1),
+        ("sources.http_drain.max_body_bytes", config.sources.http_drain.max_body_bytes, 1024),
+        ("sinks.airtable.requests_per_second", config.sinks.airtable.requests_per_second, 0.1),
         ("route.max_open_runs", config.route.max_open_runs, 1),
         ("route.context_before", config.route.context_before, 0),
         ("route.context_after", config.route.context_after, 0),

@@ -91,6 +91,8 @@ class Triage:
         self._last_tick = 0.0
         self.lines_processed = 0
         self.lines_matched = 0
+        # (severity, pattern id) → lines matched; read by the service for its metrics.
+        self.match_counts: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ input
     def process(self, record: RawRecord, now: float | None = None) -> list[RunFlush]:
@@ -148,6 +150,8 @@ class Triage:
         collector = None
         if match is not None:
             self.lines_matched += 1
+            key = (match.severity.value, match.pattern_id)
+            self.match_counts[key] = self.match_counts.get(key, 0) + 1
             collector = ContextCollector(list(run.ring), text, wanted=self._after)
         run.add_line(text)
         if collector is not None and self._after:

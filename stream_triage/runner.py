@@ -1,0 +1,151 @@
+"""Runs the synchronous pipeline inside the service: a bounded queue in, the store out.
+
+Sources put batches of records on a bounded queue; when it is full, ``submit`` waits (TCP sources stop
+reading, which pushes back on the sender) and ``offer`` refuses (HTTP answers 503 with Retry-After).
+One consumer task feeds the pipeline with the wall clock as its time; store writes run on one worker
+thread so the event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from stream_triage.pipeline.triage import Triage
+from stream_triage.records import EndReason, IssueChange, RawRecord, RunFlush
+from stream_triage.sinks.sqlite import IssueStore
+from stream_triage.telemetry import Metrics
+
+log = logging.getLogger("stream_triage.runner")
+
+ChangeListener = Callable[[list[IssueChange]], None]
+
+
+class PipelineRunner:
+    """Owns the pipeline, its input queue and the store writer."""
+
+    def __init__(
+        self,
+        triage: Triage,
+        store: IssueStore,
+        metrics: Metrics,
+        *,
+        queue_max_batches: int = 256,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.triage = triage
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.queue: asyncio.Queue[tuple[str, list[RawRecord]]] = asyncio.Queue(maxsize=queue_max_batches)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._listeners: list[ChangeListener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._matched_seen: dict[tuple[str, str], int] = {}
+        self.lines_processed = 0
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener`` (on the loop) with the changes of every store write."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ input
+    async def submit(self, source: str, records: list[RawRecord]) -> None:
+        """Queue a batch, waiting while the queue is full (backpressure for stream sources)."""
+        if records:
+            self.metrics.lines_received.labels(source=source).inc(len(records))
+            self.metrics.last_line_received.labels(source=source).set(self.clock())
+            await self.queue.put((source, records))
+            self.metrics.queue_depth.labels(source=source).set(self.queue.qsize())
+
+    def offer(self, source: str, records: list[RawRecord]) -> bool:
+        """Queue a batch if there is room now; ``False`` means full (the caller answers 503)."""
+        if not records:
+            return True
+        try:
+            self.queue.put_nowait((source, records))
+        except asyncio.QueueFull:
+            self.metrics.frames_rejected.labels(source=source, reason="backpressure").inc(len(records))
+            return False
+        self.metrics.lines_received.labels(source=source).inc(len(records))
+        self.metrics.last_line_received.labels(source=source).set(self.clock())
+        return True
+
+    # ------------------------------------------------------------------ processing
+    def start(self) -> None:
+        """Start the consumer task."""
+        self._task = asyncio.create_task(self._consume(), name="pipeline")
+
+    async def _consume(self) -> None:
+        queue = self.queue
+        while True:
+            source, records = await queue.get()
+            try:
+                now = self.clock()
+                flushes = self.triage.process_many(records, now)
+                self.lines_processed += len(records)
+                last_ts = records[-1].ts
+                if last_ts is not None:
+                    self.metrics.pipeline_lag.observe(max(0.0, now - last_ts))
+                if flushes:
+                    await self.write(flushes)
+            except Exception:  # the service must outlive any single bad batch
+                log.exception("pipeline failed on a batch of %d records from %s; batch skipped", len(records), source)
+            finally:
+                queue.task_done()
+                self.metrics.queue_depth.labels(source=source).set(queue.qsize())
+
+    async def tick(self) -> None:
+        """Advance pipeline time to now: flush runs whose grace window or idle timeout passed."""
+        flushes = self.triage.tick(self.clock())
+        self.metrics.runs_open.set(self.triage.open_runs)
+        self._sync_match_counts()
+        if flushes:
+            await self.write(flushes)
+
+    async def write(self, flushes: Sequence[RunFlush]) -> list[IssueChange]:
+        """Commit flushes to the store (off the loop) and tell the listeners what changed."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        changes = await loop.run_in_executor(self._writer, self.store.apply, list(flushes), self.clock())
+        self.metrics.flush_duration.observe(time.perf_counter() - started)
+        for flush in flushes:
+            if flush.run.final or flush.reason is EndReason.MARKER:
+                self.metrics.runs_flushed.labels(ended=flush.reason.value).inc()
+        for change in changes:
+            self.metrics.issues_changed.labels(severity=change.severity.value, change=change.kind.value).inc()
+        for listener in self._listeners:
+            try:
+                listener(changes)
+            except Exception:
+                log.exception("change listener failed")
+        return changes
+
+    def _sync_match_counts(self) -> None:
+        # The pipeline counts matches in a plain dict (cheap per line); Prometheus gets the deltas here.
+        for key, total in self.triage.match_counts.items():
+            seen = self._matched_seen.get(key, 0)
+            if total > seen:
+                severity, pattern = key
+                self.metrics.lines_matched.labels(severity=severity, pattern=pattern).inc(total - seen)
+                self._matched_seen[key] = total
+
+    # ------------------------------------------------------------------ shutdown
+    async def drain(self, reason: EndReason = EndReason.SHUTDOWN) -> None:
+        """Process everything queued, then flush every open run to the store."""
+        await self.queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        flushes = self.triage.flush_all(reason)
+        self._sync_match_counts()
+        if flushes:
+            await self.write(flushes)
+        self.metrics.runs_open.set(self.triage.open_runs)
+
+    def close(self) -> None:
+        """Stop the writer thread (after ``drain``)."""
+        self._writer.shutdown(wait=True)
