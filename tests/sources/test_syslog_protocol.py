@@ -272,6 +272,8 @@ def test_malformed_frames_raise_a_short_reason() -> None:
         b"<13>1 2025-13-03T08:15:22Z h a - - - msg": "TIMESTAMP",
         b"<13>1 2025-11-03T08:15:22 h a - - - msg": "TIMESTAMP",  # no offset
         b"<13>1 - h a": "too few fields",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03": "missing <PRI>",  # TLS ClientHello on a plain port
+        b"<13": "unterminated <PRI>",
     }
     for frame, reason in cases.items():
         with pytest.raises(SyslogParseError, match=reason):
