@@ -45,9 +45,7 @@ class Service:
         self.clock = clock
         patterns = build_patterns(config)
         sinks = ("airtable",) if config.airtable_enabled else ()
-        self.metrics = Metrics(
-            registry, sinks=sinks, patterns=[(s.id, s.severity.value) for s in patterns.specs]
-        )
+        self.metrics = Metrics(registry, sinks=sinks, patterns=[(s.id, s.severity.value) for s in patterns.specs])
         self.store = IssueStore(config.store.path, outbox_sinks=sinks)
         self.metrics.set_open_issues_source(self.store.open_issue_counts)
         self.triage = Triage(config, patterns)
@@ -95,7 +93,9 @@ class Service:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if self.config.metrics.enabled:
-            token = self.config.secrets.get("STREAM_TRIAGE_METRICS_TOKEN") if self.config.metrics.require_token else None
+            token = (
+                self.config.secrets.get("STREAM_TRIAGE_METRICS_TOKEN") if self.config.metrics.require_token else None
+            )
             app.router.add_get("/metrics", metrics_handler(self.metrics, token))
         if self.drain is not None:
             self.drain.add_routes(app)
@@ -106,8 +106,12 @@ class Service:
         await self._site.start()
         sockets = self._site._server.sockets if self._site._server else []  # type: ignore[union-attr]
         self.http_port = sockets[0].getsockname()[1] if sockets else server.http_port
-        log.info("HTTP on %s:%d (healthz, readyz, metrics%s)", server.http_host, self.http_port,
-                 f", {self.config.sources.http_drain.path}" if self.drain else "")
+        log.info(
+            "HTTP on %s:%d (healthz, readyz, metrics%s)",
+            server.http_host,
+            self.http_port,
+            f", {self.config.sources.http_drain.path}" if self.drain else "",
+        )
         if self.syslog is not None:
             await self.syslog.start()
         if self.render_tail is not None:

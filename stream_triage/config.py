@@ -308,8 +308,10 @@ def validate(config: Config) -> list[str]:
     syslog = config.sources.syslog
     if bool(syslog.tls_cert_file) != bool(syslog.tls_key_file):
         problems.append("sources.syslog: set both tls_cert_file and tls_key_file for TLS, or neither for plain TCP")
-    for key, path in (("sources.syslog.tls_cert_file", syslog.tls_cert_file), ("sources.syslog.tls_key_file",
-                                                                                syslog.tls_key_file)):
+    for key, path in (
+        ("sources.syslog.tls_cert_file", syslog.tls_cert_file),
+        ("sources.syslog.tls_key_file", syslog.tls_key_file),
+    ):
         if path and not Path(path).is_file():
             problems.append(f"{key}: no such file {path!r}")
     tail = config.sources.render_tail

@@ -42,6 +42,18 @@ class StoreError(StreamTriageError):
     """The embedded store failed."""
 
 
+class SourceError(StreamTriageError):
+    """A source could not deliver."""
+
+
+class RetryableSourceError(SourceError):
+    """A transient failure that outlasted the bounded retries (rate limit, server error, network)."""
+
+
+class PermanentSourceError(SourceError):
+    """A failure retrying cannot fix: a rejected API key, a bad request."""
+
+
 class SinkError(StreamTriageError):
     """Delivery to a sink failed."""
 

@@ -58,7 +58,9 @@ def setup_logging(level: str = "INFO", json: bool = False, secrets: Iterable[str
     """Configure the ``stream_triage`` logger once for the process."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RedactingFilter(secrets))
-    handler.setFormatter(_JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        _JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
     log.propagate = False

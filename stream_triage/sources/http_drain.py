@@ -64,8 +64,10 @@ class HttpDrainSource:
             )
         ctype = request.content_type
         if ctype not in _NDJSON_TYPES and ctype not in ("application/logplex-1", "text/plain"):
-            return _error(415, f"unsupported Content-Type {ctype!r}; use application/logplex-1, "
-                               "application/x-ndjson or text/plain")
+            return _error(
+                415,
+                f"unsupported Content-Type {ctype!r}; use application/logplex-1, application/x-ndjson or text/plain",
+            )
         frame_id = request.headers.get("Logplex-Frame-Id")
         if frame_id and frame_id in self._frame_ids:
             self.metrics.frames_rejected.labels(source=SOURCE, reason="duplicate").inc()
@@ -130,7 +132,9 @@ class HttpDrainSource:
                 except orjson.JSONDecodeError:
                     rejected += 1
                     continue
-                for item in obj if isinstance(obj, list) else (obj.get("logs", [obj]) if isinstance(obj, dict) else [obj]):
+                for item in (
+                    obj if isinstance(obj, list) else (obj.get("logs", [obj]) if isinstance(obj, dict) else [obj])
+                ):
                     record = log_object_record(item, SOURCE, 0)
                     if isinstance(record, str):
                         rejected += 1

@@ -1,11 +1,6 @@
 """Client for Render's logs API: windowed backfill (``GET /v1/logs``) and the live tail (WebSocket).
 
-Errors (local until ``stream_triage/errors.py`` gains a source branch)::
-
-    StreamTriageError
-    └── SourceError              a source cannot deliver
-        ├── RetryableSourceError     still failing after bounded retries (429, 5xx, network)
-        └── PermanentSourceError     retrying will not help (rejected key, bad request)
+Errors are ``stream_triage.errors.SourceError`` and its retryable / permanent subclasses.
 
 The API key goes only into the ``Authorization`` header: never into a log line or exception message.
 """
@@ -25,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from stream_triage.errors import StreamTriageError
+from stream_triage.errors import PermanentSourceError, RetryableSourceError, SourceError
 from stream_triage.records import RawRecord
 from stream_triage.sources.syslog_protocol import parse_rfc3339
 
@@ -45,18 +40,6 @@ MAX_PAGE_LIMIT = 100  # the API's maximum page size
 
 Sleep = Callable[[float], Awaitable[None]]
 TimeArg = float | datetime | str
-
-
-class SourceError(StreamTriageError):
-    """A source could not deliver."""
-
-
-class RetryableSourceError(SourceError):
-    """A transient failure that outlasted the bounded retries (rate limit, server error, network)."""
-
-
-class PermanentSourceError(SourceError):
-    """A failure retrying cannot fix: a rejected API key, a bad request."""
 
 
 @dataclass(slots=True)
@@ -289,24 +272,19 @@ class RenderLogsClient:
             what: str
             try:
                 timeout = aiohttp.ClientTimeout(total=self.request_timeout_s)
-                async with self._http().get(
-                    url, params=params, headers=self._headers, timeout=timeout
-                ) as resp:
+                async with self._http().get(url, params=params, headers=self._headers, timeout=timeout) as resp:
                     if resp.status == 200:
                         body = await resp.read()
                         try:
                             data = orjson.loads(body)
                         except orjson.JSONDecodeError:
-                            raise RetryableSourceError(
-                                f"Render API returned invalid JSON for GET {path}"
-                            ) from None
+                            raise RetryableSourceError(f"Render API returned invalid JSON for GET {path}") from None
                         if not isinstance(data, dict):
                             raise RetryableSourceError(f"Render API returned a non-object for GET {path}")
                         return data
                     if resp.status in (401, 403):
                         raise PermanentSourceError(
-                            f"RENDER_API_KEY rejected (HTTP {resp.status} on GET {path}): "
-                            "check the key and ownerId"
+                            f"RENDER_API_KEY rejected (HTTP {resp.status} on GET {path}): check the key and ownerId"
                         )
                     text = (await resp.text(errors="replace"))[:300]
                     if resp.status == 429:
@@ -316,9 +294,7 @@ class RenderLogsClient:
                         delay = None
                         what = f"HTTP {resp.status}"
                     else:
-                        raise PermanentSourceError(
-                            f"Render API refused GET {path} (HTTP {resp.status}): {text}"
-                        )
+                        raise PermanentSourceError(f"Render API refused GET {path} (HTTP {resp.status}): {text}")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 delay = None
                 what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -373,9 +349,7 @@ class RenderLogsClient:
                         "check the key and ownerId"
                     ) from None
                 if 400 <= exc.status < 500 and exc.status != 429:
-                    raise PermanentSourceError(
-                        f"Render API refused the log subscription (HTTP {exc.status})"
-                    ) from None
+                    raise PermanentSourceError(f"Render API refused the log subscription (HTTP {exc.status})") from None
                 wait_hint = _rate_limit_wait(exc.headers) if exc.status == 429 and exc.headers else None
                 failures = await self._reconnect_wait(failures, f"HTTP {exc.status}", wait_hint)
                 continue
@@ -385,9 +359,7 @@ class RenderLogsClient:
             try:
                 failures = 0
                 if cursor is not None:
-                    async for item in self.fetch_window(
-                        cursor, None, resources, text=text, level=level, type=type
-                    ):
+                    async for item in self.fetch_window(cursor, None, resources, text=text, level=level, type=type):
                         if seen.add(item.id):
                             cursor = item.raw_timestamp
                             yield item

@@ -66,9 +66,7 @@ class SyslogSource:
         self._server = await asyncio.start_server(
             self._accept, self.config.host, self.config.port, ssl=self._ssl, limit=_READ_BYTES
         )
-        log.info(
-            "syslog listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self._ssl else "plain TCP"
-        )
+        log.info("syslog listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self._ssl else "plain TCP")
 
     async def stop(self) -> None:
         """Stop accepting, let open connections finish what they already sent, then close them."""

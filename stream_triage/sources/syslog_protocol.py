@@ -442,10 +442,7 @@ def _parse_sd(s: str) -> tuple[dict[str, dict[str, str]], int] | None:
 
 
 _MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
-    )
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)
 }
 _BSD_TS = re.compile(r"([A-Z][a-z]{2}) ([ \d]?\d) (\d\d):(\d\d):(\d\d)(?:\.(\d+))? ")
 _BSD_TAG = re.compile(r"([^\s:\[\]]{1,64})(?:\[([^\]\s]*)\])?: ?")

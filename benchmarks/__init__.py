@@ -1,0 +1,1 @@
+"""Reproducible speed measurements; run with ``make bench`` (``python -m benchmarks``)."""
