@@ -34,7 +34,8 @@ malformed body) the fake answers 422 with the closest documented type and says s
 
 Fault injection for tests: :meth:`AirtableFake.outage`, :meth:`AirtableFake.recover`,
 :meth:`AirtableFake.fail_next`; inspection: :attr:`AirtableFake.requests`,
-:meth:`AirtableFake.records`, :meth:`AirtableFake.schema`; human edits: :meth:`AirtableFake.edit`.
+:meth:`AirtableFake.records`, :meth:`AirtableFake.schema`; human edits: :meth:`AirtableFake.edit`,
+:meth:`AirtableFake.add`.
 """
 
 from __future__ import annotations
@@ -548,6 +549,14 @@ class AirtableFake:
         with self._lock:
             t = self._table(base, table)
             self._apply_fields(t, t.records[record_id], dict(fields), typecast=True, replace=False)
+
+    def add(self, table: str, fields: Mapping[str, Any], base: str | None = None) -> str:
+        """Create a record as a human would in the Airtable UI (no request logged); returns its id."""
+        with self._lock:
+            t = self._table(base, table)
+            rec = self._new_record(t)
+            self._apply_fields(t, rec, dict(fields), typecast=True, replace=False)
+            return rec.id
 
     def _table(self, base: str | None, table: str) -> _Table:
         b = self._bases[base] if base else next(iter(self._bases.values()))
