@@ -500,3 +500,30 @@ def test_doctor_reports_a_rejected_key(fake: AirtableFake, clock: ManualClock) -
     report = doctor(client_for(fake, clock, api_key="patNope.123"))
     assert len(report.problems) == 1 and "AIRTABLE_API_KEY" in report.problems[0]
     assert report.render().endswith("Airtable: 1 problem(s) to fix.")
+
+
+def test_a_status_option_humans_added_is_never_overwritten(fake: AirtableFake, clock: ManualClock) -> None:
+    """After a restart, a record whose Status is a custom option keeps it; a blank Status gets NEW."""
+    custom = fake.add(TABLE, {"Fingerprint": "custom", "Status": "WONTFIX", "Occurrences": 1})
+    blank = fake.add(TABLE, {"Fingerprint": "blank", "Occurrences": 1})
+    client = client_for(fake, clock)
+    ids = client.upsert(
+        [(make_issue("custom", occurrences=4), False), (make_issue("blank", occurrences=2), False)]
+    )
+    assert ids == {"custom": custom, "blank": blank}
+    assert (fields_of(fake, "custom")["Status"], fields_of(fake, "custom")["Occurrences"]) == ("WONTFIX", 4)
+    assert fields_of(fake, "blank")["Status"] == "NEW"
+    client.close()
+
+
+def test_a_record_deleted_by_a_person_is_recreated_with_status_new(
+    fake: AirtableFake, client: AirtableClient
+) -> None:
+    """If a known record was deleted in Airtable, the upsert recreates it and then sets Status NEW."""
+    client.upsert([(make_issue(), False)])
+    rid = client.known_record("9c1f4e2ab7d03e55")
+    assert rid is not None
+    fake.delete(TABLE, rid)
+    new_id = client.upsert([(make_issue(occurrences=2), False)])["9c1f4e2ab7d03e55"]
+    assert new_id != rid
+    assert fields_of(fake, "9c1f4e2ab7d03e55")["Status"] == "NEW"

@@ -672,7 +672,9 @@ class AirtableClient:
                 if not page.get("offset"):
                     break
                 options["offset"] = page["offset"]
-        self.remember({fp: r.record_id for fp, r in out.items() if r.status is not None})
+        # A blank Status means nobody triaged it yet: the next upsert may set NEW. Any other value,
+        # even an option we do not know, is a person's and must stay.
+        self.remember({fp: r.record_id for fp, r in out.items() if r.raw_status})
         return out
 
     def set_status(

@@ -35,7 +35,7 @@ malformed body) the fake answers 422 with the closest documented type and says s
 Fault injection for tests: :meth:`AirtableFake.outage`, :meth:`AirtableFake.recover`,
 :meth:`AirtableFake.fail_next`; inspection: :attr:`AirtableFake.requests`,
 :meth:`AirtableFake.records`, :meth:`AirtableFake.schema`; human edits: :meth:`AirtableFake.edit`,
-:meth:`AirtableFake.add`.
+:meth:`AirtableFake.add`, :meth:`AirtableFake.delete`.
 """
 
 from __future__ import annotations
@@ -557,6 +557,11 @@ class AirtableFake:
             rec = self._new_record(t)
             self._apply_fields(t, rec, dict(fields), typecast=True, replace=False)
             return rec.id
+
+    def delete(self, table: str, record_id: str, base: str | None = None) -> None:
+        """Delete a record as a human would in the Airtable UI (no request logged)."""
+        with self._lock:
+            del self._table(base, table).records[record_id]
 
     def _table(self, base: str | None, table: str) -> _Table:
         b = self._bases[base] if base else next(iter(self._bases.values()))
