@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from stream_triage.baseline import OLD_PATTERNS, OLD_PATTERNS_EARLY, OldTriage, mask
 from stream_triage.records import Severity
 
@@ -151,3 +154,24 @@ def test_run_folds_lines_and_records_positions() -> None:
     ]
     assert issues[0].line == lines[1]
     assert issues[0].occurrences == 2
+
+
+def test_on_the_corpus_js_errors_are_missed_and_groups_split() -> None:
+    """Over the labelled corpus: JS runtime error heads are all missed, and keys outnumber defects."""
+    corpus = Path(__file__).parent / "data" / "corpus" / "corpus.jsonl"
+    records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    triage = OldTriage()
+    js_groups = (
+        "ref-runid-not-defined",
+        "type-leads-map-not-function",
+        "cannot-read-fields",
+        "tdz-runrecord",
+    )
+    js_heads = [r["line"] for r in records if r["group"] in js_groups and r["severity"]]
+    assert len(js_heads) >= 20
+    assert [line for line in js_heads if triage.classify(line)] == []
+    issues = triage.run(r["line"] for r in records)
+    gold_groups = {r["group"] for r in records if r["group"]}
+    assert len(issues) > 2 * len(gold_groups)
+    noise = [i for i in issues if all(records[p - 1]["group"] is None for p in i.positions)]
+    assert noise, "success summaries and byte counts should produce records with no real problem behind them"
