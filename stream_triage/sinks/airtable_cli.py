@@ -25,9 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--base", default=None, help="base id (appXXXXXXXXXXXXXX); default $AIRTABLE_BASE_ID")
     parser.add_argument("--table", default=None, help=f"table name or id (default {DEFAULT_TABLE!r})")
-    parser.add_argument(
-        "--endpoint-url", default=None, help="API endpoint (default https://api.airtable.com)"
-    )
+    parser.add_argument("--endpoint-url", default=None, help="API endpoint (default https://api.airtable.com)")
     parser.add_argument("--create", action="store_true", help="create the table or the missing fields")
     parser.set_defaults(func=run)
     return parser

@@ -97,9 +97,7 @@ FIELD_SPECS: dict[str, FieldSpec] = {
     "pattern": FieldSpec("singleLineText"),
     "error_message": FieldSpec("multilineText"),
     "context": FieldSpec("multilineText"),
-    "status": FieldSpec(
-        "singleSelect", _choices(*(s.value for s in Status)), human_owned=True, required=True
-    ),
+    "status": FieldSpec("singleSelect", _choices(*(s.value for s in Status)), human_owned=True, required=True),
     "stack_trace": FieldSpec("multilineText"),
     "run_id": FieldSpec("singleLineText"),
     "run_type": FieldSpec("singleSelect", _choices(*RUN_TYPES)),
@@ -193,9 +191,7 @@ class AirtableFieldMap:
     def mapped(self) -> list[MappedField]:
         """Every field that is in use, with its expected spec, in table-creation order."""
         return [
-            MappedField(attr, getattr(self, attr), FIELD_SPECS[attr])
-            for attr in _CREATE_ORDER
-            if getattr(self, attr)
+            MappedField(attr, getattr(self, attr), FIELD_SPECS[attr]) for attr in _CREATE_ORDER if getattr(self, attr)
         ]
 
 
@@ -389,9 +385,7 @@ class AirtableRetryableError(RetryableSinkError, _DeliveryContext):
     ``failed`` is the chunk that failed, ``pending`` were not attempted.
     """
 
-    def __init__(
-        self, message: str, *, retry_after_s: float | None = None, status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.status = status
@@ -592,9 +586,7 @@ class AirtableClient:
                 if isinstance(exc, _DeliveryContext):
                     exc.pending = list(batch)
                 raise
-        chunks = [
-            batch[i : i + MAX_RECORDS_PER_REQUEST] for i in range(0, len(batch), MAX_RECORDS_PER_REQUEST)
-        ]
+        chunks = [batch[i : i + MAX_RECORDS_PER_REQUEST] for i in range(0, len(batch), MAX_RECORDS_PER_REQUEST)]
         for n, chunk in enumerate(chunks):
             try:
                 delivered.update(self._upsert_chunk(chunk))
@@ -622,9 +614,7 @@ class AirtableClient:
             sent_status[fp] = fm.status in fields
             records.append({"fields": fields})
         what = f"upserting {len(chunk)} issue(s)"
-        result = self._call(
-            what, lambda: self._table.batch_upsert(records, key_fields=[fm.fingerprint], typecast=True)
-        )
+        result = self._call(what, lambda: self._table.batch_upsert(records, key_fields=[fm.fingerprint], typecast=True))
         try:
             ids = _ids_by_fingerprint(chunk, result["records"], fm.fingerprint)
             created = set(result["createdRecords"])
@@ -657,9 +647,7 @@ class AirtableClient:
             options: dict[str, Any] = {"formula": f"OR({terms})", "fields": names, "page_size": 100}
             # Duplicated fingerprints could make more than one page; bounded all the same.
             for _ in range(len(chunk) + 1):
-                page = self._call(
-                    f"reading the status of {len(chunk)} issue(s)", lambda o=dict(options): self._list(o)
-                )
+                page = self._call(f"reading the status of {len(chunk)} issue(s)", lambda o=dict(options): self._list(o))
                 for record in page.get("records", []):
                     remote = self._remote(record)
                     fp = record.get("fields", {}).get(fm.fingerprint)
@@ -748,16 +736,12 @@ class AirtableClient:
         body: dict[str, Any] = {"name": self.table_name, "fields": fields}
         if description:
             body["description"] = description
-        return self._call(
-            f"creating table {self.table_name!r}", lambda: self._api.request("POST", url, json=body)
-        )
+        return self._call(f"creating table {self.table_name!r}", lambda: self._api.request("POST", url, json=body))
 
     def create_field(self, model: dict[str, Any]) -> dict[str, Any]:
         """Add a field to this client's table (``POST .../tables/{table}/fields``)."""
         url = self._table.urls.fields
-        return self._call(
-            f"creating field {model.get('name')!r}", lambda: self._api.request("POST", url, json=model)
-        )
+        return self._call(f"creating field {model.get('name')!r}", lambda: self._api.request("POST", url, json=model))
 
     # -- the edge --
 
@@ -766,8 +750,7 @@ class AirtableClient:
         if not self.limiter.acquire(self.max_wait_s):
             wait = self.limiter.delay()
             raise AirtableRetryableError(
-                f"Airtable rate limit: not {what} now; the next request to base {self.base_id} "
-                f"may go in {wait:.1f} s",
+                f"Airtable rate limit: not {what} now; the next request to base {self.base_id} may go in {wait:.1f} s",
                 retry_after_s=wait,
             )
         try:
@@ -863,9 +846,7 @@ def _dedupe(items: list[UpsertItem]) -> list[UpsertItem]:
             raise ValueError("an issue without a fingerprint cannot be upserted")
         prev = by_fp.pop(fp, None)
         if prev is not None:
-            item = UpsertItem(
-                item.issue, item.regression or prev.regression, item.record_id or prev.record_id
-            )
+            item = UpsertItem(item.issue, item.regression or prev.regression, item.record_id or prev.record_id)
         by_fp[fp] = item
     return list(by_fp.values())
 
@@ -1017,8 +998,7 @@ def doctor(client: AirtableClient, *, create: bool = False) -> DoctorReport:
         elif actual in _COMPATIBLE.get(m.spec.type, {}):
             loss = _COMPATIBLE[m.spec.type][actual]
             report._note(
-                f'field "{m.name}" is {actual}, expected {m.spec.type}; it works'
-                + (f" ({loss})" if loss else "")
+                f'field "{m.name}" is {actual}, expected {m.spec.type}; it works' + (f" ({loss})" if loss else "")
             )
         else:
             report._problem(

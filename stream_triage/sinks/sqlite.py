@@ -93,6 +93,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox(sink, parked, id);
     """,
+    # 2: the record id an external sink gave each fingerprint (Airtable record ids).
+    """
+    CREATE TABLE sink_records (
+        sink        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        record_id   TEXT NOT NULL,
+        PRIMARY KEY (sink, fingerprint)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 _ISSUE_COLUMNS = (
@@ -247,6 +256,31 @@ class IssueStore:
                     "INSERT INTO outbox(sink, fingerprint, change, created_at) VALUES (?,?,?,?)",
                     (sink, issue.fingerprint, "status", now),
                 )
+        return issue
+
+    def sync_human_fields(
+        self,
+        fingerprint: str,
+        status: Status,
+        *,
+        fixed_time: float | None,
+        notes: str | None = None,
+        commit: str | None = None,
+        now: float | None = None,
+    ) -> StoredIssue | None:
+        """Mirror what humans set elsewhere (Airtable) into the store, without queueing an outbox change."""
+        now = time.time() if now is None else now
+        with self._transaction():
+            issue = self._get(fingerprint)
+            if issue is None:
+                return None
+            issue.status = status
+            issue.fixed_time = fixed_time if fixed_time is not None else issue.fixed_time
+            if notes:
+                issue.fix_notes = notes
+            if commit:
+                issue.fix_commit = commit
+            self._put(issue, now, created=False)
         return issue
 
     # ------------------------------------------------------------------ reads
