@@ -14,7 +14,7 @@ import yaml
 
 from stream_triage.config import SECRET_ENV, load_config
 from stream_triage.errors import ConfigError
-from tests.e2e.prometheus import ROOT
+from tests.e2e.prometheus import ROOT, promtool
 
 DEPLOY = ROOT / "deploy"
 SECRETS = {*SECRET_ENV, "AIRTABLE_BASE_ID"}
@@ -204,3 +204,19 @@ def test_example_configs_keep_secrets_out() -> None:
 def test_example_configs_load_with_the_service_schema(name: str) -> None:
     """Each example config is accepted by the service's own config loader."""
     load_config(DEPLOY / name, env={})
+
+
+def test_promtool_check_config_accepts_prometheus_yml(tmp_path: Path, prom_config: dict[str, Any]) -> None:
+    """`promtool check config` accepts prometheus.yml, with its container paths pointed at local files."""
+    token = tmp_path / "metrics_token"
+    token.write_text("t0ken", encoding="utf-8")
+    local = dict(prom_config)
+    local["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
+    (job,) = local["scrape_configs"]
+    authorization = {**job["authorization"], "credentials_file": str(token)}
+    local["scrape_configs"] = [{**job, "authorization": authorization}]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(local), encoding="utf-8")
+    proc = promtool("check", "config", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr
