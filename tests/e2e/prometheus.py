@@ -9,8 +9,21 @@ token), waits until it is ready, yields a ``PrometheusServer`` to query its HTTP
         prom.wait_for_scrapes(3)
         result = prom.query('stream_triage_lines_received_total{source="syslog"}')
 
+Against the real service (started by the test as a subprocess on a free port)::
+
+    port = free_port()
+    proc = subprocess.Popen(["stream-triage", "serve", "--config", cfg], env={..., "PORT": str(port)})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz")
+        with run_prometheus(f"127.0.0.1:{port}", bearer_token=metrics_token) as prom:
+            prom.wait_for_scrapes(3)
+            ...  # send lines, then prom.value(...) / prom.wait_for_alert(...)
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
+
 ``serve_app_in_thread(app)`` runs an aiohttp application on its own event loop in a thread, for
-tests whose own code is synchronous. Every wait here is bounded by a deadline.
+tests whose own code is synchronous. ``check_metrics(body)`` lints a scrape with promtool. Every
+wait here is bounded by a deadline.
 """
 
 from __future__ import annotations
@@ -351,3 +364,17 @@ def require_module(name: str, install: str) -> Any:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def wait_for_http(url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> int:
+    """Wait until ``url`` answers 2xx (e.g. a freshly started ``serve``'s /readyz); returns the status."""
+
+    def ok() -> int | None:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return int(resp.status)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    return wait_until(ok, timeout, f"{url} to answer 2xx")
