@@ -16,6 +16,7 @@ from tests.e2e.prometheus import (
     PrometheusServer,
     alert_expressions,
     check_metrics,
+    require_binary,
     require_module,
     run_prometheus,
     serve_app_in_thread,
@@ -168,3 +169,17 @@ def test_scraping_with_a_bearer_token(prom_token: str, up: bool) -> None:
             )
             assert "401" in target["lastError"]
             assert prom.value("stream_triage_lines_received_total") is None
+
+
+def test_missing_tools_skip_locally_but_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """require_binary/require_module skip without CI and fail with CI set, so CI cannot pass vacuously."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require_binary("stream-triage-no-such-tool")
+    with pytest.raises(pytest.skip.Exception):
+        require_module("stream_triage_no_such_module", "nothing")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y prometheus"):
+        require_binary("stream-triage-no-such-tool")
+    with pytest.raises(pytest.fail.Exception):
+        require_module("stream_triage_no_such_module", "nothing")
