@@ -194,18 +194,15 @@ def test_example_configs_keep_secrets_out() -> None:
         assert not re.search(r"(?im)^\s*[\w.]*(?:api_key|token|password|secret)\s*=\s*[\"']", text), name
 
 
-@pytest.mark.xfail(
-    reason="[server], [sources.*], [sinks.*], [metrics] are not in stream_triage.config yet; "
-    "remove this marker once the schema includes them",
-    raises=ConfigError,
-    strict=False,
-)
 @pytest.mark.parametrize("name", EXAMPLE_CONFIGS)
 def test_example_configs_load_with_the_service_schema(name: str) -> None:
-    """Each example config is accepted by the service's own config loader."""
-    load_config(DEPLOY / name, env={})
-
-
+    """Each example config fits the service's schema; the only complaints without the deployment's
+    environment are the secrets and certificate files that only exist there."""
+    try:
+        load_config(DEPLOY / name, env={})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            assert "environment" in problem or "no such file" in problem, problem
 def test_promtool_check_config_accepts_prometheus_yml(tmp_path: Path, prom_config: dict[str, Any]) -> None:
     """`promtool check config` accepts prometheus.yml, with its container paths pointed at local files."""
     token = tmp_path / "metrics_token"
