@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 import orjson
 
 from stream_triage import __version__
 from stream_triage.config import Config, load_config
-from stream_triage.errors import ConfigError, InputError, PatternError, StoreError
+from stream_triage.errors import ConfigError, InputError, PatternError, SourceError, StoreError
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.parse import LineParser
 from stream_triage.pipeline.stacktrace import top_app_frame
-from stream_triage.pipeline.triage import Triage, build_patterns
-from stream_triage.records import EndReason, RawRecord, RunFlush, Severity, Status
+from stream_triage.pipeline.triage import build_patterns
+from stream_triage.records import EndReason, RawRecord, Severity, Status
 from stream_triage.report import iso, issue_detail, issue_json, run_json, sort_issues, summary_text
-from stream_triage.sinks.memory import MemoryStore
+from stream_triage.session import TriageSession
 from stream_triage.sinks.sqlite import IssueStore
 from stream_triage.sources.files import Position, read_inputs
-
-_STORE_BATCH = 256  # flushes per store transaction during replay
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     plist.add_argument("--config", help="TOML config file")
     plist.set_defaults(func=cmd_patterns_list)
 
+    doctor = sub.add_parser("doctor", help="check external sinks (airtable) and show parked changes")
+    from stream_triage.sinks import airtable_cli
+
+    airtable_cli.add_parser(doctor.add_subparsers(dest="target", required=True, metavar="TARGET"))
+
     for register in _extensions():
         register(sub)
     return parser
@@ -78,14 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list:
     """Subcommands that live next to the feature they drive."""
-    registers = []
-    try:
-        from stream_triage.app import add_parser as add_serve
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    else:
-        registers.append(add_serve)
-    return registers
+    from stream_triage.app import add_parser as add_serve
+    from stream_triage.backfill import add_parser as add_backfill
+
+    return [add_serve, add_backfill]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -105,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, PatternError, StoreError) as exc:
+    except (ConfigError, PatternError, StoreError, SourceError) as exc:
         print(f"stream-triage: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -118,46 +116,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay files through the pipeline; print a summary or JSON; store issues unless --no-store."""
     config = _config(args)
-    triage = Triage(config)
-    memory = MemoryStore()
     store = None if args.no_store else IssueStore(config.store.path)
-    pending: list[RunFlush] = []
+    session = TriageSession(config, store)
     bad = 0
-    position = Position()
-
-    def deliver(flushes: list[RunFlush], force: bool = False) -> None:
-        pending.extend(flushes)
-        if pending and (force or len(pending) >= _STORE_BATCH):
-            memory.apply(pending)
-            if store is not None:
-                store.apply(pending, time.time())
-            pending.clear()
-
     try:
-        process = triage.process
-        for item in read_inputs(args.files, position):
+        feed = session.feed
+        for item in read_inputs(args.files, Position()):
             if isinstance(item, InputError):
                 bad += 1
                 print(f"stream-triage: {item}", file=sys.stderr)
                 continue
-            flushes = process(item)
-            if flushes:
-                deliver(flushes)
-        deliver(triage.flush_all(EndReason.EOF), force=True)
+            feed(item)
+        session.finish(EndReason.EOF)
     finally:
         if store is not None:
             store.close()
-    issues = sort_issues(memory.issues.values())
-    if args.json:
-        doc = {"runs": [run_json(r) for r in memory.runs.values()], "issues": [issue_json(i) for i in issues]}
-        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    else:
-        print(summary_text(triage.lines_processed, len(args.files), memory.runs.values(), issues))
-        if store is not None:
-            print(f"\nStored in {config.store.path}")
+    print_report(session, args.json, len(args.files), store_path=None if store is None else config.store.path)
     if bad:
         print(f"stream-triage: {bad} bad input record(s) skipped (see above)", file=sys.stderr)
     return 1 if bad else 0
+
+
+def print_report(session: TriageSession, as_json: bool, inputs: int, store_path: str | None) -> None:
+    """Print a session's runs and aggregated issues: JSON, or the readable summary."""
+    issues = sort_issues(session.memory.issues.values())
+    if as_json:
+        doc = {"runs": [run_json(r) for r in session.memory.runs.values()], "issues": [issue_json(i) for i in issues]}
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+        return
+    print(summary_text(session.lines, inputs, session.memory.runs.values(), issues))
+    if store_path is not None:
+        print(f"\nStored in {store_path}")
 
 
 # ---------------------------------------------------------------------------------------- issues

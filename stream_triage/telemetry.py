@@ -135,64 +135,85 @@ class Metrics:
             registry=r,
         )
         self.auth_failures = Counter(
-            f"{p}_auth_failures_total", "Requests or connections refused for a missing or wrong token.",
-            ["source"], registry=r,
+            f"{p}_auth_failures_total",
+            "Requests or connections refused for a missing or wrong token.",
+            ["source"],
+            registry=r,
         )
         self.lines_matched = Counter(
-            f"{p}_lines_matched_total", "Lines that matched a pattern, by the winning pattern's id.",
-            ["severity", "pattern"], registry=r,
+            f"{p}_lines_matched_total",
+            "Lines that matched a pattern, by the winning pattern's id.",
+            ["severity", "pattern"],
+            registry=r,
         )
         self.issues_changed = Counter(
-            f"{p}_issue_changes_total", "Stored issues created, updated or regressed by flushes.",
-            ["severity", "change"], registry=r,
+            f"{p}_issue_changes_total",
+            "Stored issues created, updated or regressed by flushes.",
+            ["severity", "change"],
+            registry=r,
         )
         self.open_issues = OpenIssuesCollector()
         r.register(self.open_issues)
-        self.runs_open = Gauge(
-            f"{p}_runs_open", "Runs currently buffered, waiting to be flushed.", registry=r
-        )
+        self.runs_open = Gauge(f"{p}_runs_open", "Runs currently buffered, waiting to be flushed.", registry=r)
         self.runs_flushed = Counter(
             f"{p}_runs_flushed_total", "Run flushes, by why the run ended.", ["ended"], registry=r
         )
         self.pipeline_lag = Histogram(
-            f"{p}_pipeline_lag_seconds", "Time from a line's own timestamp to the end of its processing.",
-            buckets=PIPELINE_LAG_BUCKETS, registry=r,
+            f"{p}_pipeline_lag_seconds",
+            "Time from a line's own timestamp to the end of its processing.",
+            buckets=PIPELINE_LAG_BUCKETS,
+            registry=r,
         )
         self.flush_duration = Histogram(
-            f"{p}_flush_duration_seconds", "Time to write one run flush to the store.",
-            buckets=FLUSH_DURATION_BUCKETS, registry=r,
+            f"{p}_flush_duration_seconds",
+            "Time to write one run flush to the store.",
+            buckets=FLUSH_DURATION_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
-            f"{p}_queue_depth", "Records waiting in a source's queue for the pipeline.",
-            ["source"], registry=r,
+            f"{p}_queue_depth",
+            "Records waiting in a source's queue for the pipeline.",
+            ["source"],
+            registry=r,
         )
         self.sink_deliveries = Counter(
             f"{p}_sink_deliveries_total", "Issue changes delivered to an external sink.", ["sink"], registry=r
         )
         self.sink_errors = Counter(
-            f"{p}_sink_errors_total", "Failed deliveries to a sink; permanent ones park the change.",
-            ["sink", "kind"], registry=r,
+            f"{p}_sink_errors_total",
+            "Failed deliveries to a sink; permanent ones park the change.",
+            ["sink", "kind"],
+            registry=r,
         )
         self.outbox_backlog = Gauge(
-            f"{p}_outbox_backlog", "Changes queued in a sink's outbox, not yet delivered.",
-            ["sink"], registry=r,
+            f"{p}_outbox_backlog",
+            "Changes queued in a sink's outbox, not yet delivered.",
+            ["sink"],
+            registry=r,
         )
         self.outbox_parked = Gauge(
-            f"{p}_outbox_parked", "Changes parked after a permanent error; they need a human.",
-            ["sink"], registry=r,
+            f"{p}_outbox_parked",
+            "Changes parked after a permanent error; they need a human.",
+            ["sink"],
+            registry=r,
         )
         self.sink_last_success = Gauge(
             f"{p}_sink_last_success_timestamp_seconds",
             "Unix time of the last successful delivery to a sink.",
-            ["sink"], registry=r,
+            ["sink"],
+            registry=r,
         )
         self.last_line_received = Gauge(
-            f"{p}_last_line_received_timestamp_seconds", "Unix time the last line arrived from a source.",
-            ["source"], registry=r,
+            f"{p}_last_line_received_timestamp_seconds",
+            "Unix time the last line arrived from a source.",
+            ["source"],
+            registry=r,
         )
         self.build_info = Gauge(
-            f"{p}_build_info", "Always 1; labels carry the running version.",
-            ["version", "python"], registry=r,
+            f"{p}_build_info",
+            "Always 1; labels carry the running version.",
+            ["version", "python"],
+            registry=r,
         )
         self.build_info.labels(version=version, python=platform.python_version()).set(1)
 
@@ -273,9 +294,7 @@ def render(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def metrics_handler(
-    metrics: Metrics, token: str | None = None
-) -> Callable[[web.Request], Awaitable[web.Response]]:
+def metrics_handler(metrics: Metrics, token: str | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for ``GET /metrics``.
 
     With a ``token`` the request must carry ``Authorization: Bearer <token>``; anything else gets

@@ -83,11 +83,12 @@ class PatternSet:
 
     def candidates(self, message: str) -> list[int]:
         """Indexes of text patterns that may match ``message`` (a superset of the real matches)."""
-        if self._db is None:
-            return self._always
+        if self._db is None or not message.isascii():
+            # Hyperscan runs with ASCII \w/\b; on non-ASCII text it could miss what ``regex`` finds.
+            return self._text
         hits = self._hits
         hits.clear()
-        self._db.scan(message.encode("utf-8", "surrogatepass"), match_event_handler=self._on_hit)
+        self._db.scan(message.encode("ascii"), match_event_handler=self._on_hit)
         if self._always:
             return sorted(set(hits).union(self._always))
         return sorted(set(hits)) if len(hits) > 1 else list(hits)
@@ -144,26 +145,28 @@ class PatternSet:
 def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object | None, list[int]]:
     """Compile text patterns into one Hyperscan database; patterns it cannot take are always tried."""
     assert _hs is not None
-    exprs: list[bytes] = []
-    ids: list[int] = []
-    flags: list[int] = []
-    always: list[int] = []
-    base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_UTF8 | _hs.HS_FLAG_UCP
+    # ASCII semantics (no UTF8/UCP): compiling Unicode classes costs seconds at start-up, and the
+    # prefilter is only used for ASCII messages, where both agree (see ``candidates``).
+    base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_SINGLEMATCH
+    entries = []
     for i in text:
         c = compiled[i]
         f = base if c.spec.case_sensitive else base | _hs.HS_FLAG_CASELESS
-        expr = c.spec.regex.encode("utf-8")
-        probe = _hs.Database()
-        try:
-            probe.compile(expressions=[expr], ids=[i], flags=[f])
-        except Exception:  # hyperscan.error / CompileError: syntax it does not support
-            always.append(i)
-            continue
-        exprs.append(expr)
-        ids.append(i)
-        flags.append(f)
-    if not exprs:
-        return None, always
+        entries.append((c.spec.regex.encode("utf-8"), i, f))
+    db = _try_compile(entries)
+    if db is not None:
+        return db, []
+    # Some pattern uses syntax Hyperscan lacks: find which (one compile each), try the rest with regex.
+    good = [e for e in entries if _try_compile([e]) is not None]
+    always = [e[1] for e in entries if e not in good]
+    return (_try_compile(good) if good else None), always
+
+
+def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
+    assert _hs is not None
     db = _hs.Database()
-    db.compile(expressions=exprs, ids=ids, flags=flags)
-    return db, always
+    try:
+        db.compile(expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries])
+    except Exception:  # hyperscan.error: syntax it does not support
+        return None
+    return db
