@@ -7,9 +7,10 @@ terminal): records in, flushes batched into store transactions, the aggregate ke
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from stream_triage.config import Config
+from stream_triage.errors import InputError
 from stream_triage.pipeline.triage import Triage
 from stream_triage.records import EndReason, RawRecord, RunFlush
 from stream_triage.sinks.memory import MemoryStore
@@ -42,6 +43,21 @@ class TriageSession:
         flushes = self.triage.process(record, now)
         if flushes:
             self._deliver(flushes)
+
+    def feed_all(self, items: Iterable[RawRecord | InputError], on_error: Callable[[InputError], None] | None = None) -> int:
+        """Process every record of an input stream; bad records go to ``on_error``. Returns how many were bad."""
+        bad = 0
+        process = self.triage.process
+        for item in items:
+            if isinstance(item, InputError):
+                bad += 1
+                if on_error is not None:
+                    on_error(item)
+                continue
+            flushes = process(item)
+            if flushes:
+                self._deliver(flushes)
+        return bad
 
     def tick(self, now: float) -> None:
         """Advance time without input (live use)."""
