@@ -149,10 +149,25 @@ def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object
     flags: list[int] = []
     always: list[int] = []
     base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_UTF8 | _hs.HS_FLAG_UCP
+
+    def flag(i: int) -> int:
+        return base if compiled[i].spec.case_sensitive else base | _hs.HS_FLAG_CASELESS
+
+    # Compiling is slow (seconds for the default pack), so try every pattern in one go first and
+    # probe them one by one only when some pattern is rejected.
+    db = _hs.Database()
+    try:
+        db.compile(
+            expressions=[compiled[i].spec.regex.encode("utf-8") for i in text],
+            ids=list(text),
+            flags=[flag(i) for i in text],
+        )
+        return db, always
+    except Exception:  # hyperscan.error / CompileError: some pattern uses syntax it does not support
+        pass
     for i in text:
-        c = compiled[i]
-        f = base if c.spec.case_sensitive else base | _hs.HS_FLAG_CASELESS
-        expr = c.spec.regex.encode("utf-8")
+        f = flag(i)
+        expr = compiled[i].spec.regex.encode("utf-8")
         probe = _hs.Database()
         try:
             probe.compile(expressions=[expr], ids=[i], flags=[f])
