@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from stream_triage.config import Config
-from stream_triage.pipeline.triage import Triage
+from stream_triage.pipeline.match import PatternSet
+from stream_triage.pipeline.triage import Triage, build_patterns
 from stream_triage.records import EndReason, Issue, RawRecord, RunFlush
 
 # 2025-11-03T08:15:22Z, the time of run 251103-081522.
 T0 = 1762157722.0
+
+
+@functools.cache
+def default_patterns() -> PatternSet:
+    """The default pack compiled once for the whole session (Hyperscan compilation takes seconds)."""
+    return build_patterns(Config())
+
+
+def make_triage(config: Config | None = None) -> Triage:
+    """A ``Triage``; the compiled default pack is reused when the pattern settings are the defaults."""
+    config = config or Config()
+    patterns = default_patterns() if config.patterns == Config().patterns else None
+    return Triage(config, patterns)
 
 
 def feed(
@@ -32,7 +47,7 @@ def issues_of(flushes: Iterable[RunFlush]) -> list[Issue]:
 
 def replay(lines: Iterable[str | tuple[str, str]], config: Config | None = None, **kw: float) -> list[RunFlush]:
     """Feed lines into a fresh ``Triage`` and flush everything at EOF."""
-    triage = Triage(config or Config())
+    triage = make_triage(config)
     flushes = feed(triage, lines, **kw)
     flushes.extend(triage.flush_all(EndReason.EOF))
     return flushes

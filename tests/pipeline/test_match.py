@@ -52,7 +52,8 @@ POSITIVE = [
     ("[251103-081522] [Ann-Lee] [api] [INFO] upstream answered: Service Unavailable", "service-unavailable"),
     # Airtable errors
     ('[251103-081522] [Ann-Lee] [airtable] [INFO] Unknown field name: "Stream"', "airtable-unknown-field"),
-    ("[251103-081522] [Ann-Lee] [airtable] [INFO] AirtableError: INVALID_REQUEST_BODY", "airtable-invalid-request-body"),
+    ("[251103-081522] [Ann-Lee] [airtable] [INFO] AirtableError: INVALID_REQUEST_BODY",
+     "airtable-invalid-request-body"),
     ("[251103-081522] [Ann-Lee] [airtable] [INFO] INVALID_VALUE_FOR_COLUMN Score", "airtable-invalid-value"),
     ("[251103-081522] [Ann-Lee] [airtable] [INFO] INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND", "airtable-invalid-request"),
     ("[251103-081522] [Ann-Lee] [runs] [INFO] Client run record not found for recAbc", "record-not-found"),
