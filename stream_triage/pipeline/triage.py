@@ -27,7 +27,7 @@ from stream_triage.pipeline.runs import (
     IssueAccumulator,
     RunBuffer,
 )
-from stream_triage.pipeline.stacktrace import is_continuation, is_trace_line, starts_traceback, top_app_frame
+from stream_triage.pipeline.stacktrace import is_continuation, starts_traceback, top_app_frame, trace_lines
 from stream_triage.records import EndReason, Issue, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
 
 RUN_INCOMPLETE = "run-incomplete"
@@ -255,7 +255,7 @@ class Triage:
         if ev.match is None:
             return []
         run, line = ev.run, ev.line
-        trace = [t for t in ev.trace if is_trace_line(t)]
+        trace = trace_lines(ev.trace)
         service = top_app_frame(trace)
         message = self._redact(line.message.strip())
         names = [n for n in (line.client, line.run_suffix) if n]
@@ -349,7 +349,7 @@ class Triage:
         issues: list[Issue] = []
         for acc in run.issues.values():
             line = acc.line
-            trace = [t for t in acc.trace if is_trace_line(t)]
+            trace = trace_lines(acc.trace)
             context = acc.collector.render() if acc.collector is not None else []
             issues.append(
                 Issue(
