@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from stream_triage.pipeline.stacktrace import is_continuation, is_trace_line, starts_traceback, top_app_frame
+from stream_triage.pipeline.stacktrace import (
+    is_continuation,
+    is_trace_line,
+    starts_traceback,
+    top_app_frame,
+    trace_lines,
+)
 
 NODE = [
     "    at Object.get (/opt/render/project/src/node_modules/airtable/lib/record.js:48:11)",
@@ -95,3 +101,11 @@ def test_trace_lines_exclude_json_bodies() -> None:
     assert all(is_trace_line(t) for t in [*NODE, JAVA[0], JAVA[3], JAVA[4], PYTHON[0], PYTHON[1], PYTHON[6]])
     assert not is_trace_line('  "fields": {')
     assert not is_trace_line("    score_batch(batch)")
+
+
+def test_trace_lines_keep_python_source_lines_and_drop_json() -> None:
+    """Python's source and caret lines stay in the trace; a JSON body after a Node error does not."""
+    py = [*PYTHON[:5], "    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^", PYTHON[6]]
+    assert trace_lines(py) == py
+    node = ['  "statusCode": 422,', NODE[0], NODE[2], "}"]
+    assert trace_lines(node) == [NODE[0], NODE[2]]
