@@ -86,6 +86,9 @@ class Triage:
         self._min_timeout = min(self._grace, self._idle)
         self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
         self.systems: dict[str, RunBuffer] = {}
+        # Runs closed after their marker, so a line arriving after the grace window reopens the run as
+        # completed (flushed as late) instead of as a new run that never completes. Bounded like runs.
+        self._completed: OrderedDict[str, None] = OrderedDict()
         self._sources: dict[str, _SourceState] = {}
         self.now = 0.0
         self._last_tick = 0.0
@@ -220,6 +223,8 @@ class Triage:
                 oldest = next(iter(self.runs.values()))
                 flushes.append(self._close(oldest, EndReason.EVICTED))
             run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now)
+            if run_id in self._completed:
+                run.marker_seen = True
         return run
 
     def _touch(self, run: RunBuffer, ts: float | None, now: float) -> None:
@@ -314,6 +319,11 @@ class Triage:
             self._add_incomplete(run)
         flush = self._flush(run, reason, final=True)
         self.runs.pop(run.key, None)
+        if run.marker_seen:
+            self._completed[run.key] = None
+            self._completed.move_to_end(run.key)
+            if len(self._completed) > self._max_runs:
+                self._completed.popitem(last=False)
         for src in self._sources.values():
             if src.event is not None and src.event.run is run:
                 src.event = None
