@@ -512,3 +512,19 @@ def test_process_uses_line_time_when_now_is_not_given() -> None:
     out = triage.process(RawRecord(info("start"), "app", T0, 1))
     out += triage.process(RawRecord(info("other", run=RUN2), "app", T0 + 1801, 2))
     assert [(f.run.run_id, f.reason) for f in out] == [(RUN, EndReason.IDLE)]
+
+
+def test_line_after_the_grace_window_is_late_not_a_new_incomplete_run() -> None:
+    """A completed run's line arriving after its late flush reopens it as completed: late, no run-incomplete."""
+    triage = make_triage()
+    out = feed(triage, [error("Failed to fetch leads"), DONE])
+    out += triage.tick(T0 + 1 + 700)
+    out += feed(triage, [error("Failed to archive run record", op="job-tracking")], start=T0 + 800)
+    out += triage.tick(T0 + 800 + 1800)
+    assert [(f.reason, f.run.ended) for f in out] == [
+        (EndReason.MARKER, EndReason.MARKER),
+        (EndReason.LATE, EndReason.MARKER),
+        (EndReason.LATE, EndReason.MARKER),
+    ]
+    assert [i.pattern_id for i in issues_of(out)] == ["failed-operation", "level-error"]
+    assert RUN_INCOMPLETE not in {i.pattern_id for i in issues_of(out)}
