@@ -305,6 +305,7 @@ def test_patterns_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Hyperscan prefilter on" in out
 
 
+@pytest.mark.e2e
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     """`python -m stream_triage replay --json` works as a separate process, reading stdin."""
     proc = subprocess.run(
