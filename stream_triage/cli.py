@@ -13,6 +13,7 @@ from stream_triage.config import Config, load_config
 from stream_triage.errors import ConfigError, InputError, PatternError, SourceError, StoreError
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.parse import LineParser
+from stream_triage.pipeline.redact import Redactor
 from stream_triage.pipeline.stacktrace import top_app_frame
 from stream_triage.pipeline.triage import build_patterns
 from stream_triage.records import EndReason, RawRecord, Severity, Status
@@ -220,7 +221,9 @@ def cmd_patterns_test(args: argparse.Namespace) -> int:
     line = LineParser(config.parse.line_regex)(RawRecord(args.line, "cli", None, 1))
     match = patterns.match(line.message, line.level)
     names = [n for n in (line.client, line.run_suffix) if n]
-    masked = mask_message(line.message.strip(), names)
+    # The pipeline fingerprints the redacted message; so must this, or the printed fingerprint differs
+    # from the stored one for any line carrying a secret (and the secret would be printed masked).
+    masked = mask_message(Redactor(config.redact.extra_patterns)(line.message.strip()), names)
     fp = fingerprint(masked, line.operation, top_app_frame([]))
     doc = {
         "run_id": line.run_id,

@@ -130,15 +130,19 @@ def _validate_entry(entry: dict, pid: str, seen: set[str]) -> list[str]:
 
 
 def _line_of(lines: list[str], pid: str, index: int) -> int:
-    """1-based line of the pattern's ``id = ...`` line, else of its ``[[pattern]]`` header."""
-    for i, line in enumerate(lines, 1):
-        stripped = line.replace(" ", "")
-        if stripped in (f'id="{pid}"', f"id='{pid}'"):
-            return i
+    """1-based line of the pattern's ``id = ...`` line, else of its ``[[pattern]]`` header.
+
+    The id line is looked for inside the entry's own table, so a duplicate id points at the duplicate.
+    """
+    header = 0
     count = 0
     for i, line in enumerate(lines, 1):
         if line.strip() == "[[pattern]]":
             count += 1
             if count == index + 1:
-                return i
-    return 0
+                header = i
+            elif count > index + 1:
+                break
+        elif header and line.replace(" ", "") in (f'id="{pid}"', f"id='{pid}'"):
+            return i
+    return header

@@ -52,12 +52,15 @@ def strip_ansi(text: str) -> str:
 class LineParser:
     """Split lines with the configured run-tag regex; precomputes everything in ``__init__``."""
 
-    __slots__ = ("_groups", "_match")
+    __slots__ = ("_bracket_only", "_groups", "_match")
 
     def __init__(self, line_regex: str) -> None:
         compiled = re.compile(line_regex)
         self._match = compiled.match
         self._groups = set(compiled.groupindex)
+        # Only a regex anchored on "[" lets lines not starting with "[" skip the regex; a custom
+        # format (`ERROR run=… msg`) must still be tried on every line.
+        self._bracket_only = line_regex.startswith(r"^\[")
 
     def __call__(self, record: RawRecord) -> LogLine:
         """Parse one raw record. Never raises: an unrecognised line is an untagged line."""
@@ -77,7 +80,7 @@ class LineParser:
                     if ts is None:
                         ts = line_ts
         line = LogLine(text=body, message=body, source=record.source, position=record.position, ts=ts)
-        if body[:1] != "[":
+        if self._bracket_only and body[:1] != "[":
             return line
         m = self._match(body)
         if m is None:

@@ -60,6 +60,26 @@ def is_trace_line(text: str) -> bool:
     return _TRACE_LINE.match(text) is not None
 
 
+def trace_lines(lines: list[str]) -> list[str]:
+    """The stack trace among an event's continuation lines: frames, causes and exception lines, plus
+    the source lines (and ``^^^`` markers) Python prints under its frames, so its trace stays whole.
+    Other continuation lines, such as a dumped JSON body, are context only.
+    """
+    out: list[str] = []
+    in_python = False
+    for line in lines:
+        if is_trace_line(line):
+            out.append(line)
+            in_python = (
+                line.startswith("Traceback (") or _PY_FRAME.match(line) is not None or (in_python and line[:1] in " \t")
+            )
+        elif in_python and line[:1] in " \t":
+            out.append(line)
+        else:
+            in_python = False
+    return out
+
+
 def top_app_frame(frames: list[str]) -> str | None:
     """``function (file)`` of the innermost frame in the app's own code, without line numbers.
 

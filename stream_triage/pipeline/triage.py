@@ -27,7 +27,7 @@ from stream_triage.pipeline.runs import (
     IssueAccumulator,
     RunBuffer,
 )
-from stream_triage.pipeline.stacktrace import is_continuation, is_trace_line, starts_traceback, top_app_frame
+from stream_triage.pipeline.stacktrace import is_continuation, starts_traceback, top_app_frame, trace_lines
 from stream_triage.records import EndReason, Issue, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
 
 RUN_INCOMPLETE = "run-incomplete"
@@ -86,6 +86,9 @@ class Triage:
         self._min_timeout = min(self._grace, self._idle)
         self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
         self.systems: dict[str, RunBuffer] = {}
+        # Runs closed after their marker, so a line arriving after the grace window reopens the run as
+        # completed (flushed as late) instead of as a new run that never completes. Bounded like runs.
+        self._completed: OrderedDict[str, None] = OrderedDict()
         self._sources: dict[str, _SourceState] = {}
         self.now = 0.0
         self._last_tick = 0.0
@@ -224,6 +227,8 @@ class Triage:
                 oldest = next(iter(self.runs.values()))
                 flushes.append(self._close(oldest, EndReason.EVICTED))
             run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now)
+            if run_id in self._completed:
+                run.marker_seen = True
         return run
 
     def _touch(self, run: RunBuffer, ts: float | None, now: float) -> None:
@@ -259,7 +264,7 @@ class Triage:
         if ev.match is None:
             return []
         run, line = ev.run, ev.line
-        trace = [t for t in ev.trace if is_trace_line(t)]
+        trace = trace_lines(ev.trace)
         service = top_app_frame(trace)
         message = self._redact(line.message.strip())
         names = [n for n in (line.client, line.run_suffix) if n]
@@ -318,6 +323,11 @@ class Triage:
             self._add_incomplete(run)
         flush = self._flush(run, reason, final=True)
         self.runs.pop(run.key, None)
+        if run.marker_seen:
+            self._completed[run.key] = None
+            self._completed.move_to_end(run.key)
+            if len(self._completed) > self._max_runs:
+                self._completed.popitem(last=False)
         for src in self._sources.values():
             if src.event is not None and src.event.run is run:
                 src.event = None
@@ -353,7 +363,7 @@ class Triage:
         issues: list[Issue] = []
         for acc in run.issues.values():
             line = acc.line
-            trace = [t for t in acc.trace if is_trace_line(t)]
+            trace = trace_lines(acc.trace)
             context = acc.collector.render() if acc.collector is not None else []
             issues.append(
                 Issue(

@@ -96,10 +96,12 @@ def _render_dump(logs: list[object], name: str, position: Position) -> Iterator[
 
 
 def _ndjson(lines: Iterable[bytes], name: str, position: Position) -> Iterator[RawRecord | InputError]:
+    base = position.value
     for lineno, raw in enumerate(lines, 1):
+        # Blank lines count too, so a record's position is its line number, as in plain files.
+        position.value = base + lineno
         if not raw.strip():
             continue
-        position.value += 1
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

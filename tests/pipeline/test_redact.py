@@ -1,0 +1,47 @@
+"""Secret redaction of messages, context and traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_triage.pipeline.redact import REDACTED, Redactor
+
+redact = Redactor()
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Airtable call with Authorization: Bearer patAbCdEfGhIjKlMn.0123456789abcdef0123", "patAbCdEfGhIjKlMn"),
+        ('axios config {"headers": {"authorization": "Bearer sk-live-abcdefghijklmnop"}}', "sk-live-abcdef"),
+        ("Using token patAbCdEfGhIjKlMn.0123456789abcdef0123456789abcdef for base", "0123456789abcdef0123"),
+        ("GEMINI apiKey=AIzaSyA1234567890abcdefghijklmnopqrstuv failed", "AIzaSyA1234567890"),
+        ("connect postgres://app:s3cr3tPass@db.internal:5432/leads failed", "s3cr3tPass"),
+        ("password=hunter2 rejected", "hunter2"),
+        ("Render key rnd_AbCdEfGhIjKlMnOpQrStUv used", "rnd_AbCdEf"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U ok",
+         "eyJhbGciOiJIUzI1NiJ9"),
+    ],
+)  # fmt: skip
+def test_secrets_are_replaced(text: str, secret: str) -> None:
+    """Tokens, keys, passwords and JWTs are replaced by [REDACTED]."""
+    out = redact(text)
+    assert secret not in out
+    assert REDACTED in out
+
+
+def test_text_without_secrets_is_unchanged() -> None:
+    """Ordinary log text passes untouched, including ids that look random."""
+    text = 'Failed to update record recAbCdEfGhIjKlMn: Unknown field name: "Stream" (status code 422)'
+    assert redact(text) == text
+
+
+def test_key_names_are_kept_for_readability() -> None:
+    """The key stays, only its value goes."""
+    assert redact("x-api-key: abc123def456") == f"x-api-key: {REDACTED}"
+
+
+def test_extra_patterns_replace_their_match() -> None:
+    """Configured extra patterns redact their whole match."""
+    r = Redactor([r"\bACME-[0-9]{6}\b"])
+    assert r("licence ACME-123456 expired") == f"licence {REDACTED} expired"
