@@ -42,7 +42,7 @@ from stream_triage.config import Config, load_config
 from stream_triage.errors import InputError
 from stream_triage.pipeline.parse import parse_iso_time
 from stream_triage.pipeline.triage import RUN_INCOMPLETE, Triage
-from stream_triage.records import EndReason, RawRecord, Severity
+from stream_triage.records import EndReason, RawRecord, Severity, StoredIssue
 from stream_triage.sinks.memory import MemoryStore
 
 _SOURCE = "corpus"
@@ -150,7 +150,9 @@ def load_corpus(path: str | Path) -> list[GoldLine]:
 
 
 # ------------------------------------------------------------------------------------------ detectors
-def run_pipeline(corpus: Sequence[GoldLine], config: Config | None = None) -> tuple[list[PredictedIssue], list]:
+def run_pipeline(
+    corpus: Sequence[GoldLine], config: Config | None = None
+) -> tuple[list[PredictedIssue], list[StoredIssue]]:
     """Replay the corpus through ``Triage`` as ``replay --json`` does.
 
     Returns (line-level issues, run-level issues); the latter are the stored issues without positions
@@ -165,7 +167,7 @@ def run_pipeline(corpus: Sequence[GoldLine], config: Config | None = None) -> tu
             memory.apply(flushes)
     memory.apply(triage.flush_all(EndReason.EOF))
     issues: list[PredictedIssue] = []
-    run_level = []
+    run_level: list[StoredIssue] = []
     for stored in memory.issues.values():
         if not stored.positions:
             run_level.append(stored)
@@ -255,8 +257,10 @@ def score(name: str, corpus: Sequence[GoldLine], issues: Iterable[PredictedIssue
     )
 
 
-def evaluate(corpus: Sequence[GoldLine], config: Config | None = None, baseline: bool = False) -> EvalReport:
-    """Score the pipeline (and with ``baseline`` both old pattern lists) on ``corpus``."""
+def evaluate(
+    corpus: Sequence[GoldLine], config: Config | None = None, baseline: bool = False, name: str = ""
+) -> EvalReport:
+    """Score the pipeline (and with ``baseline`` both old pattern lists) on ``corpus`` (named ``name``)."""
     issues, run_level = run_pipeline(corpus, config)
     ours = score("stream-triage", corpus, issues)
     ours.run_level_issues = [
@@ -275,7 +279,7 @@ def evaluate(corpus: Sequence[GoldLine], config: Config | None = None, baseline:
             score("old (current list)", corpus, run_baseline(corpus, early=False)),
             score("old (early list)", corpus, run_baseline(corpus, early=True)),
         ]
-    return EvalReport(corpus="", ours=ours, baselines=baselines)
+    return EvalReport(corpus=name, ours=ours, baselines=baselines)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -409,8 +413,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stream-triage: {exc}", file=sys.stderr)
         return 2
     config = load_config(getattr(args, "config", None), {})
-    report = evaluate(corpus, config, baseline=args.baseline)
-    report.corpus = str(args.corpus)
+    report = evaluate(corpus, config, baseline=args.baseline, name=str(args.corpus))
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(report_json(report), option=orjson.OPT_INDENT_2) + b"\n")
     else:
