@@ -110,13 +110,17 @@ def _validate_entry(entry: dict, pid: str, seen: set[str]) -> list[str]:
         errs.append("missing 'regex' (use '' together with 'levels' to match on level alone)")
     elif rx == "" and not entry.get("levels"):
         errs.append("an empty regex matches every line; give 'levels' or a real regex")
+    groups = -1  # capture groups of a compiled regex; -1 when it does not compile
     for key in ("regex", "unless"):
         value = entry.get(key)
         if isinstance(value, str) and value:
             try:
-                regex.compile(value)
+                compiled = regex.compile(value)
             except regex.error as exc:
                 errs.append(f"{key} does not compile: {exc}")
+            else:
+                if key == "regex":
+                    groups = compiled.groups
     for key in ("levels", "not_levels"):
         value = entry.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
@@ -124,7 +128,7 @@ def _validate_entry(entry: dict, pid: str, seen: set[str]) -> list[str]:
     mv = entry.get("min_value")
     if mv is not None and not isinstance(mv, int | str):
         errs.append("min_value must be an integer or the name of a [patterns] setting")
-    if mv is not None and isinstance(rx, str) and rx and regex.compile(rx).groups < 1:
+    if mv is not None and groups == 0:
         errs.append("min_value needs a capture group in regex around the number")
     return errs
 

@@ -22,12 +22,24 @@ _MASKS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:srv|dpl|evt|crn|usr|tea|own)-[a-z0-9]{16,}\b"), "<id>"),
     (re.compile(r"\b0x[0-9a-f]+\b", re.IGNORECASE), "<hex>"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b", re.IGNORECASE), "<hex>"),
-    # A quoted value is variable data when it holds digits, spaces or is long; short identifier-like
-    # quotes ('config', "Stream") name code or schema and tell two defects apart, so they stay.
-    (re.compile(r"([\"'`])(?=[^\"'`\n]*(?:\d|\s))[^\"'`\n]{1,200}\1|([\"'`])[^\"'`\n]{33,200}\2"), "<q>"),
-    # Long mixed tokens (keys, hashes, base64) are ids, not words.
+    # Long mixed tokens (keys, hashes, base64) are ids, not words; so are shorter letter+digit
+    # runs without separators (Apify / Mongo-style ids such as 48CsGING0Rb6ulgRh).
     (re.compile(r"\b(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{20,}\b"), "<tok>"),
+    (re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{10,}\b"), "<tok>"),
+    # The client a message names ("failed for client Tom-Baker") on lines that carry no client tag.
+    (re.compile(r"\b([Cc]lient[ :=]+[\"']?)[A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*\b"), r"\1<client>"),
 ]
+# A path with a query string: the values are request data, the path and parameter names the route.
+_QUERY = re.compile(r"(/[\w.~%/-]*\?)([^\s\"'#]+)")
+_QUERY_VALUE = re.compile(r"=[^&;]*")
+# Quoted strings, paired left to right (a quote glued to a word is an apostrophe, not a quote).
+_QUOTED = re.compile(r"(?<![\w\\])([\"'`])([^\"'`\n]{0,200})\1(?!\w)")
+# A quoted identifier, dotted/dashed name or module specifier ('config', "Stream", 'lodash.merge',
+# '@google-cloud/vertexai', './db') names code or schema and tells two defects apart, so it stays;
+# anything else quoted (with digits, spaces, punctuation, or empty) is variable data.
+_KEEP_QUOTED = re.compile(
+    r"[A-Za-z_$][A-Za-z_$]*(?:[.-][A-Za-z_$][A-Za-z_$]*)*|(?:@[A-Za-z_.-]+/|\.{1,2}/)[A-Za-z_./-]+"
+)
 # Status codes next to a status word survive (a 404 and a 503 are different defects); every other
 # number is masked.
 _NUMBER_OR_STATUS = re.compile(
@@ -51,6 +63,9 @@ def mask_message(message: str, names: Iterable[str] = ()) -> str:
                 text = text.replace(name.replace("-", " "), "<client>")
     for pattern, placeholder in _MASKS:
         text = pattern.sub(placeholder, text)
+    if "?" in text:
+        text = _QUERY.sub(_query, text)
+    text = _QUOTED.sub(_quoted, text)
     text = _NUMBER_OR_STATUS.sub(_number_or_status, text)
     return _SPACE.sub(" ", text).strip()
 
@@ -63,3 +78,14 @@ def fingerprint(masked_message: str, operation: str | None, top_frame: str | Non
 
 def _number_or_status(m: re.Match[str]) -> str:
     return m.group(0) if m.group(3) else "<n>"
+
+
+def _quoted(m: re.Match[str]) -> str:
+    body = m.group(2)
+    if len(body) <= 32 and _KEEP_QUOTED.fullmatch(body):
+        return m.group(0)
+    return "<q>"
+
+
+def _query(m: re.Match[str]) -> str:
+    return m.group(1) + _QUERY_VALUE.sub("=<v>", m.group(2))

@@ -75,6 +75,8 @@ class PatternSet:
         if use_hyperscan and _hs is not None and self._text:
             self._db, self._always = _build_hyperscan(self._compiled, self._text)
         self._hits: list[int] = []
+        # pattern id → searches cut off by the time limit (a pathological pattern on a hostile line).
+        self.timeouts: dict[str, int] = {}
 
     @property
     def accelerated(self) -> bool:
@@ -139,6 +141,7 @@ class PatternSet:
             return not (c.unless is not None and c.unless.search(message, timeout=self.timeout_s))
         except TimeoutError:
             # A pathological pattern on a pathological line: treat as no match rather than stall.
+            self.timeouts[spec.id] = self.timeouts.get(spec.id, 0) + 1
             return False
 
 

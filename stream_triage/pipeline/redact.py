@@ -3,6 +3,19 @@ printed or sent — and before fingerprinting, so an issue's fingerprint never d
 
 Only text that leaves the pipeline is redacted (issue messages and context), never every line, so the
 cost is paid per issue, not per log line.
+
+What is caught:
+
+* credentials under a key — headers (``Authorization``, ``x-api-key``, ``x-webhook-secret``, …) and
+  fields (``token=``, ``secret=``, ``apiKey:``, ``password:``, …), bare, quoted, in JSON and JS object
+  dumps (also with escaped quotes, ``{\\"Authorization\\":\\"Bearer …\\"}``);
+* recognisable secrets wherever they appear: bearer tokens, JWTs, Airtable personal access tokens,
+  Google API keys, AWS access keys, Stripe / OpenAI / GitHub / Slack / Render keys, PEM private keys
+  (also a PEM body line on its own), passwords in URLs;
+* ``redact.extra_patterns`` from the config: each match is replaced whole.
+
+Context lines are cut to ``route.context_line_chars`` before they get here, so the rules for
+fixed-length secrets also take a cut-off prefix of one.
 """
 
 from __future__ import annotations
@@ -12,37 +25,50 @@ from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
 
+_KEY_NAMES = (
+    r"(?:proxy-)?authori[sz]ation|x-api-key|x-webhook-secret|x-auth-token|x-access-token|x-api-token|"
+    r"api[-_]?key|api[-_]?token|access[-_]?token|refresh[-_]?token|id[-_]?token|client[-_]?secret|"
+    r"secret[-_]?key|private[-_]?key|auth[-_]?token|webhook[-_]?secret|token|secret|password|passwd|pwd|"
+    r"passphrase"
+)
+# The key, its closing quote (maybe escaped inside a JSON string), the separator. Group 1.
+_KEY = rf"(?i)(\b(?:{_KEY_NAMES})\\?[\"']?\s*[:=]\s*)"
+_SCHEME = r"(?:(?:Bearer|Basic|Token|Bot|Digest)\s+)?"
+
 # (pattern, replacement). Replacements keep the key so the context stays readable.
 _RULES: list[tuple[str, str]] = [
-    # PEM private keys, possibly flattened onto one line.
+    # PEM private keys, possibly flattened onto one line (or with literal \n escapes in a JSON dump).
     (r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", REDACTED),
-    # Authorization-style headers, also as JSON/JS object keys in dumped request configs.
-    (
-        r"(?i)(\b(?:proxy-)?authori[sz]ation\b[\"']?\s*[:=]\s*[\"']?)(?:(?:Bearer|Basic|Token|Bot)\s+)?[^\s\"',;}]+",
-        r"\1" + REDACTED,
-    ),
-    (
-        r"(?i)(\b(?:x-api-key|x-webhook-secret|x-auth-token|x-access-token|api[-_]?key|apikey|access[-_]?token|"
-        r"refresh[-_]?token|client[-_]?secret|secret[-_]?key|auth[-_]?token|token|secret|password|passwd|pwd)"
-        r"\b[\"']?\s*[:=]\s*[\"']?)(?![\"',\s}]|\[REDACTED)[^\s\"',;&}]+",
-        r"\1" + REDACTED,
-    ),
-    (r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", r"\1 " + REDACTED),
-    # Airtable personal access tokens: pat + 14 chars + . + 64 hex.
-    (r"\bpat[A-Za-z0-9]{14}\.[A-Za-z0-9]{16,}\b", REDACTED),
-    (r"\bkey[A-Za-z0-9]{14}\b", REDACTED),  # legacy Airtable API keys
-    (r"\bAIza[0-9A-Za-z_-]{35}\b", REDACTED),  # Google API keys
-    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", REDACTED),  # AWS access key ids
-    (r"(?i)(aws_secret_access_key\s*[:=]\s*)[A-Za-z0-9/+=]{40}", r"\1" + REDACTED),
-    (r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\b", REDACTED),  # JWTs
-    (r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}\b", REDACTED),  # Stripe-style keys
-    (r"\bsk-[A-Za-z0-9_-]{20,}\b", REDACTED),  # OpenAI-style keys
-    (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", REDACTED),  # GitHub tokens
-    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", REDACTED),  # Slack tokens
-    (r"\brnd_[A-Za-z0-9]{20,}\b", REDACTED),  # Render API keys
-    # Passwords in URLs: scheme://user:password@host
-    (r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@", r"\1" + REDACTED + "@"),
+    # A quoted value under a secret key: everything up to the closing quote, spaces included.
+    (_KEY + r"(\\?\")(?!\[REDACTED)(?:(?!\\?\")[^\n])+\2", r"\1\2" + REDACTED + r"\2"),
+    (_KEY + r"(\\?')(?!\[REDACTED)(?:(?!\\?')[^\n])+\2", r"\1\2" + REDACTED + r"\2"),
+    # An unquoted value: up to whitespace or a delimiter; an auth scheme word is part of the value.
+    (_KEY + r"(?![\"'\s}\\]|\[REDACTED)" + _SCHEME + r"[^\s\"',;&}\\]+", r"\1" + REDACTED),
+    (r"(?i)\b(Bearer)\s+(?!\[REDACTED)[A-Za-z0-9._~+/=-]{8,}", r"\1 " + REDACTED),
+    # "Basic" is also an English word: only a base64-looking credential after it.
+    (r"\b(Basic)\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}", r"\1 " + REDACTED),
+    # Airtable personal access tokens: pat + 14 chars + . + 64 hex (or a cut-off prefix of them).
+    (r"\bpat[A-Za-z0-9]{14}\.[A-Za-z0-9]{8,}", REDACTED),
+    (r"\bkey(?=[A-Za-z]*[0-9])[A-Za-z0-9]{14}\b", REDACTED),  # legacy Airtable API keys
+    (r"\bAIza[0-9A-Za-z_-]{20,}", REDACTED),  # Google API keys (39 chars whole)
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{12,}", REDACTED),  # AWS access key ids (20 chars whole)
+    (r"(?i)(aws_secret_access_key\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{16,}", r"\1" + REDACTED),
+    (r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?", REDACTED),  # JWTs (also cut off)
+    (r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}", REDACTED),  # Stripe-style keys
+    (r"\bsk-[A-Za-z0-9_-]{20,}", REDACTED),  # OpenAI-style keys
+    (r"\bgh[pousr]_[A-Za-z0-9]{30,}", REDACTED),  # GitHub tokens
+    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", REDACTED),  # Slack tokens
+    (r"\brnd_[A-Za-z0-9]{20,}", REDACTED),  # Render API keys
+    # Passwords in URLs: scheme://user:password@host (the user may be empty: redis://:pw@host).
+    (r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED)[^\s@/]+@", r"\1" + REDACTED + "@"),
+    # A line that is only a long base64 run: the body of a PEM key printed over several lines.
+    (r"^(\s*)[A-Za-z0-9+/]{40,}={0,2}\s*$", r"\1" + REDACTED),
 ]
+# Without these substrings (or a base64-only line) no rule can match.
+_SCREEN = (
+    r"key|auth|token|secret|pass|pwd|bearer|basic|pat|aiza|akia|asia|eyj|sk_|rk_|pk_|sk-|gh|xox|rnd_|://|"
+    r"-----begin|^\s*[A-Za-z0-9+/]{40,}={0,2}\s*$"
+)
 
 
 class Redactor:
@@ -51,35 +77,15 @@ class Redactor:
     __slots__ = ("_quick", "_rules")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
-        rules = [(re.compile(p, re.DOTALL if "PRIVATE KEY" in p else 0), r) for p, r in _RULES]
+        rules: list[tuple[re.Pattern[str], str]] = []
+        for pattern, replacement in _RULES:
+            # Case matters for the fixed prefixes (AKIA, AIza, pat…); key names carry their own (?i).
+            flags = re.DOTALL if "PRIVATE KEY" in pattern else re.MULTILINE
+            rules.append((re.compile(pattern, flags), replacement))
         rules.extend((re.compile(p), REDACTED) for p in extra)
         self._rules = rules
-        # Cheap screen: most lines hold none of these substrings, and then no rule can match.
-        words = [
-            "key",
-            "auth",
-            "token",
-            "secret",
-            "pass",
-            "pwd",
-            "bearer",
-            "basic",
-            "pat",
-            "aiza",
-            "akia",
-            "asia",
-            "eyj",
-            "sk_",
-            "rk_",
-            "pk_",
-            "sk-",
-            "gh",
-            "xox",
-            "rnd_",
-            "://",
-            "-----begin",
-        ]
-        self._quick = None if extra else re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
+        # Cheap screen: most lines hold none of these substrings, and then no built-in rule can match.
+        self._quick = None if extra else re.compile(_SCREEN, re.IGNORECASE | re.MULTILINE)
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret replaced by ``[REDACTED]``."""

@@ -50,9 +50,21 @@ def is_continuation(text: str, in_traceback: bool = False) -> bool:
     return in_traceback and _PY_EXC_TAIL.match(text) is not None
 
 
+# A JVM logger's head line (logback / log4j / Spring Boot): the exception it logs follows unindented.
+_JVM_LOG_HEAD = re.compile(
+    r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d{3}\S*\s+(?:\[[^\]]*\]\s+)?(?:ERROR|WARN|FATAL|SEVERE)\b"
+)
+
+
 def starts_traceback(text: str) -> bool:
-    """Whether the line opens a Python traceback (its final exception line will be unindented)."""
-    return text.startswith(("Traceback (most recent call last)", "During handling", "The above exception"))
+    """Whether the line is followed by an unindented exception line that belongs to it.
+
+    That is a Python traceback (its final exception line) or a JVM logger's WARN/ERROR head line
+    (the logged exception, ``java.lang.IllegalStateException: …``, comes on the next line).
+    """
+    if text.startswith(("Traceback (most recent call last)", "During handling", "The above exception")):
+        return True
+    return text[:1].isdigit() and _JVM_LOG_HEAD.match(text) is not None
 
 
 def is_trace_line(text: str) -> bool:
