@@ -23,7 +23,6 @@ from typing import Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -47,6 +46,11 @@ STATUSES: Final = tuple(s.value for s in Status)
 CHANGE_KINDS: Final = tuple(c.value for c in ChangeKind)
 END_REASONS: Final = tuple(e.value for e in EndReason)
 SINK_ERROR_KINDS: Final = ("retryable", "permanent")
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format. prometheus_client >= 0.22 labels its output ``version=1.0.0`` (UTF-8 metric
+names); every name here is a legacy name, so the body is the same and 0.0.4 is what every Prometheus
+2.x/3.x and other scrapers (VictoriaMetrics, Grafana Agent) parse without negotiation."""
 
 # Lag from a line's own timestamp to the end of processing. Live lines arrive within seconds;
 # the long tail (up to 10 min) is Render's log stream catching up after a reconnect.
@@ -291,7 +295,7 @@ def exposed_names(registry: CollectorRegistry) -> set[str]:
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The registry in Prometheus text format, with the content type to serve it under."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE
 
 
 def metrics_handler(metrics: Metrics, token: str | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
