@@ -112,8 +112,9 @@ class PipelineRunner:
         changes = await loop.run_in_executor(self._writer, self.store.apply, list(flushes), self.clock())
         self.metrics.flush_duration.observe(time.perf_counter() - started)
         for flush in flushes:
-            if flush.run.final or flush.reason is EndReason.MARKER:
-                self.metrics.runs_flushed.labels(ended=flush.reason.value).inc()
+            ended = _run_end(flush)
+            if ended is not None:
+                self.metrics.runs_flushed.labels(ended=ended.value).inc()
         for change in changes:
             self.metrics.issues_changed.labels(severity=change.severity.value, change=change.kind.value).inc()
         for listener in self._listeners:
@@ -149,3 +150,17 @@ class PipelineRunner:
     def close(self) -> None:
         """Stop the writer thread (after ``drain``)."""
         self._writer.shutdown(wait=True)
+
+
+def _run_end(flush: RunFlush) -> EndReason | None:
+    """How the run ended, if this flush is where that became known; each run is counted once.
+
+    A completed run counts at its marker flush. Its final flush when the grace window closes (or at
+    shutdown) carries only late lines and must not count it again as ``late``/``shutdown``; partial
+    and periodic flushes leave the run open.
+    """
+    if flush.reason is EndReason.MARKER:
+        return EndReason.MARKER
+    if flush.run.final and not flush.run.marker_seen:
+        return flush.reason
+    return None

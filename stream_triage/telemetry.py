@@ -160,7 +160,10 @@ class Metrics:
         r.register(self.open_issues)
         self.runs_open = Gauge(f"{p}_runs_open", "Runs currently buffered, waiting to be flushed.", registry=r)
         self.runs_flushed = Counter(
-            f"{p}_runs_flushed_total", "Run flushes, by why the run ended.", ["ended"], registry=r
+            f"{p}_runs_flushed_total",
+            "Runs ended, by how; a completed run counts once, at its marker.",
+            ["ended"],
+            registry=r,
         )
         self.pipeline_lag = Histogram(
             f"{p}_pipeline_lag_seconds",
