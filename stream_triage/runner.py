@@ -58,7 +58,7 @@ class PipelineRunner:
             self.metrics.lines_received.labels(source=source).inc(len(records))
             self.metrics.last_line_received.labels(source=source).set(self.clock())
             await self.queue.put((source, records))
-            self.metrics.queue_depth.labels(source=source).set(self.queue.qsize())
+            self.metrics.queue_depth.labels(source=source).inc(len(records))
 
     def offer(self, source: str, records: list[RawRecord]) -> bool:
         """Queue a batch if there is room now; ``False`` means full (the caller answers 503)."""
@@ -71,6 +71,7 @@ class PipelineRunner:
             return False
         self.metrics.lines_received.labels(source=source).inc(len(records))
         self.metrics.last_line_received.labels(source=source).set(self.clock())
+        self.metrics.queue_depth.labels(source=source).inc(len(records))
         return True
 
     # ------------------------------------------------------------------ processing
@@ -95,7 +96,8 @@ class PipelineRunner:
                 log.exception("pipeline failed on a batch of %d records from %s; batch skipped", len(records), source)
             finally:
                 queue.task_done()
-                self.metrics.queue_depth.labels(source=source).set(queue.qsize())
+                # Per source, in records: the queue is shared, so its size would be every source's.
+                self.metrics.queue_depth.labels(source=source).dec(len(records))
 
     async def tick(self) -> None:
         """Advance pipeline time to now: flush runs whose grace window or idle timeout passed."""

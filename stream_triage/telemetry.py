@@ -179,7 +179,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             f"{p}_queue_depth",
-            "Records waiting in a source's queue for the pipeline.",
+            "Records from a source waiting in the pipeline's queue.",
             ["source"],
             registry=r,
         )

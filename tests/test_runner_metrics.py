@@ -67,3 +67,30 @@ def test_each_run_is_counted_once_by_how_it_ended(tmp_path: Path) -> None:
     counts = _flushed(registry)
     assert counts == {e.value: 0.0 for e in EndReason} | {"marker": 1.0, "idle": 1.0, "shutdown": 1.0}
     assert registry.get_sample_value("stream_triage_runs_open") == 0
+
+
+def test_queue_depth_counts_each_sources_waiting_records(tmp_path: Path) -> None:
+    """queue_depth{source} is that source's records still queued, not the shared queue's size."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    store = IssueStore(tmp_path / "issues.db")
+
+    def depth(source: str) -> float | None:
+        return registry.get_sample_value("stream_triage_queue_depth", {"source": source})
+
+    async def scenario() -> None:
+        runner = PipelineRunner(Triage(load_config(env={})), store, metrics, clock=lambda: T0)
+        await runner.submit("syslog", [RawRecord(t, "syslog/node") for t in SILENT_RUN])
+        assert runner.offer("http_drain", [RawRecord(t, "drain") for t in COMPLETED_RUN])
+        await runner.submit("syslog", [RawRecord(t, "syslog/node") for t in OPEN_RUN])
+        assert (depth("syslog"), depth("http_drain")) == (3, 4)  # nothing consumed yet
+        runner.start()
+        await runner.queue.join()
+        assert (depth("syslog"), depth("http_drain")) == (0, 0)
+        await runner.drain()
+        runner.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
