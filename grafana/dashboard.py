@@ -289,8 +289,8 @@ def build() -> model.Dashboard:
     b = b.with_panel(
         _series(
             "How runs end",
-            "Run flushes by reason: marker (completed), late, idle (no marker: often a crash), eof, "
-            "shutdown, evicted, partial, periodic.",
+            "Runs ended, by how: marker (completed; counted once, when the marker arrives), idle (no "
+            "marker: often a crash), shutdown (still open when the service stopped), evicted (too many open runs).",
             "short",
             [(_sum_by("ended", "increase", "stream_triage_runs_flushed_total"), "{{ended}}")],
             bars=True,

@@ -58,7 +58,7 @@ class PipelineRunner:
             self.metrics.lines_received.labels(source=source).inc(len(records))
             self.metrics.last_line_received.labels(source=source).set(self.clock())
             await self.queue.put((source, records))
-            self.metrics.queue_depth.labels(source=source).set(self.queue.qsize())
+            self.metrics.queue_depth.labels(source=source).inc(len(records))
 
     def offer(self, source: str, records: list[RawRecord]) -> bool:
         """Queue a batch if there is room now; ``False`` means full (the caller answers 503)."""
@@ -71,6 +71,7 @@ class PipelineRunner:
             return False
         self.metrics.lines_received.labels(source=source).inc(len(records))
         self.metrics.last_line_received.labels(source=source).set(self.clock())
+        self.metrics.queue_depth.labels(source=source).inc(len(records))
         return True
 
     # ------------------------------------------------------------------ processing
@@ -95,7 +96,8 @@ class PipelineRunner:
                 log.exception("pipeline failed on a batch of %d records from %s; batch skipped", len(records), source)
             finally:
                 queue.task_done()
-                self.metrics.queue_depth.labels(source=source).set(queue.qsize())
+                # Per source, in records: the queue is shared, so its size would be every source's.
+                self.metrics.queue_depth.labels(source=source).dec(len(records))
 
     async def tick(self) -> None:
         """Advance pipeline time to now: flush runs whose grace window or idle timeout passed."""
@@ -112,8 +114,9 @@ class PipelineRunner:
         changes = await loop.run_in_executor(self._writer, self.store.apply, list(flushes), self.clock())
         self.metrics.flush_duration.observe(time.perf_counter() - started)
         for flush in flushes:
-            if flush.run.final or flush.reason is EndReason.MARKER:
-                self.metrics.runs_flushed.labels(ended=flush.reason.value).inc()
+            ended = _run_end(flush)
+            if ended is not None:
+                self.metrics.runs_flushed.labels(ended=ended.value).inc()
         for change in changes:
             self.metrics.issues_changed.labels(severity=change.severity.value, change=change.kind.value).inc()
         for listener in self._listeners:
@@ -149,3 +152,17 @@ class PipelineRunner:
     def close(self) -> None:
         """Stop the writer thread (after ``drain``)."""
         self._writer.shutdown(wait=True)
+
+
+def _run_end(flush: RunFlush) -> EndReason | None:
+    """How the run ended, if this flush is where that became known; each run is counted once.
+
+    A completed run counts at its marker flush. Its final flush when the grace window closes (or at
+    shutdown) carries only late lines and must not count it again as ``late``/``shutdown``; partial
+    and periodic flushes leave the run open.
+    """
+    if flush.reason is EndReason.MARKER:
+        return EndReason.MARKER
+    if flush.run.final and not flush.run.marker_seen:
+        return flush.reason
+    return None

@@ -23,7 +23,6 @@ from typing import Final
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -47,6 +46,11 @@ STATUSES: Final = tuple(s.value for s in Status)
 CHANGE_KINDS: Final = tuple(c.value for c in ChangeKind)
 END_REASONS: Final = tuple(e.value for e in EndReason)
 SINK_ERROR_KINDS: Final = ("retryable", "permanent")
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format. prometheus_client >= 0.22 labels its output ``version=1.0.0`` (UTF-8 metric
+names); every name here is a legacy name, so the body is the same and 0.0.4 is what every Prometheus
+2.x/3.x and other scrapers (VictoriaMetrics, Grafana Agent) parse without negotiation."""
 
 # Lag from a line's own timestamp to the end of processing. Live lines arrive within seconds;
 # the long tail (up to 10 min) is Render's log stream catching up after a reconnect.
@@ -156,7 +160,10 @@ class Metrics:
         r.register(self.open_issues)
         self.runs_open = Gauge(f"{p}_runs_open", "Runs currently buffered, waiting to be flushed.", registry=r)
         self.runs_flushed = Counter(
-            f"{p}_runs_flushed_total", "Run flushes, by why the run ended.", ["ended"], registry=r
+            f"{p}_runs_flushed_total",
+            "Runs ended, by how; a completed run counts once, at its marker.",
+            ["ended"],
+            registry=r,
         )
         self.pipeline_lag = Histogram(
             f"{p}_pipeline_lag_seconds",
@@ -172,7 +179,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             f"{p}_queue_depth",
-            "Records waiting in a source's queue for the pipeline.",
+            "Records from a source waiting in the pipeline's queue.",
             ["source"],
             registry=r,
         )
@@ -291,7 +298,7 @@ def exposed_names(registry: CollectorRegistry) -> set[str]:
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The registry in Prometheus text format, with the content type to serve it under."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE
 
 
 def metrics_handler(metrics: Metrics, token: str | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -136,7 +136,7 @@ def test_render_is_parseable_text_format(registry: CollectorRegistry) -> None:
     m = Metrics(registry, sinks=("airtable",))
     m.issues_changed.labels(severity="CRITICAL", change="created").inc()
     body, content_type = render(registry)
-    assert content_type.startswith("text/plain")
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     changes = families["stream_triage_issue_changes"]
     created = [s for s in changes.samples if s.name.endswith("_total") and s.labels["change"] == "created"]
@@ -205,7 +205,7 @@ def test_metrics_handler_serves_text_and_enforces_the_optional_token(
     got_status, content_type, text = asyncio.run(_get(app, headers))
     assert got_status == status
     if status == 200:
-        assert content_type.startswith("text/plain")
+        assert content_type == "text/plain; version=0.0.4; charset=utf-8"
         assert 'stream_triage_lines_received_total{source="render_tail"} 1.0' in text
     else:
         assert "stream_triage" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_triage.config import SECRET_ENV, load_config
+from stream_triage.app import Service
+from stream_triage.config import SECRET_ENV, Config, load_config
 from stream_triage.errors import ConfigError
-from tests.e2e.prometheus import ROOT, promtool
+from tests.e2e.prometheus import ROOT, promtool, require_binary
 
 DEPLOY = ROOT / "deploy"
 SECRETS = {*SECRET_ENV, "AIRTABLE_BASE_ID"}
@@ -194,15 +196,129 @@ def test_example_configs_keep_secrets_out() -> None:
         assert not re.search(r"(?im)^\s*[\w.]*(?:api_key|token|password|secret)\s*=\s*[\"']", text), name
 
 
-@pytest.mark.parametrize("name", EXAMPLE_CONFIGS)
-def test_example_configs_load_with_the_service_schema(name: str) -> None:
-    """Each example config fits the service's schema; the only complaints without the deployment's
-    environment are the secrets and certificate files that only exist there."""
+def _blueprint_env(blueprint: dict[str, Any]) -> dict[str, str]:
+    """The environment render.yaml gives the service: its values, and a dummy for each secret."""
+    return {
+        e["key"]: str(e["value"]) if "value" in e else f"dummy-{e['key'].lower()}"
+        for e in blueprint["services"][0]["envVars"]
+    }
+
+
+def _compose_env(compose: dict[str, Any]) -> dict[str, str]:
+    """The service's environment in docker-compose.yml with .env holding only the required variables.
+
+    ``${X:?…}`` is required (a dummy here), ``${X:-}`` is optional and left empty, as compose does.
+    """
+    env = {}
+    for key, value in compose["services"]["stream-triage"]["environment"].items():
+        required = re.fullmatch(r"\$\{(\w+):\?.*\}", str(value))
+        optional = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(value))
+        if required:
+            env[key] = f"dummy-{required.group(1).lower()}"
+        elif optional:
+            env[key] = optional.group(2)
+        else:
+            env[key] = str(value)
+    return env
+
+
+# What deploy/systemd/stream-triage.service's EnvironmentFile holds (deploy/README.md, section 2).
+VM_ENV = {
+    "AIRTABLE_API_KEY": "dummy-airtable-key",
+    "AIRTABLE_BASE_ID": "appDummy00000000",
+    "STREAM_TRIAGE_SYSLOG_TOKEN": "dummy-syslog-token",
+    "STREAM_TRIAGE_METRICS_TOKEN": "dummy-metrics-token",
+}
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and key, standing in for the files systemd's LoadCredential= provides."""
+    openssl = require_binary("openssl", "openssl")
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "tls.crt", tmp / "tls.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=logs.example.com",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def _vm_config_with(tls_pair: tuple[Path, Path], tmp_path: Path) -> Path:
+    """vm.toml with its /run/credentials paths pointed at ``tls_pair``; nothing else changed."""
+    cert, key = tls_pair
+    text = (DEPLOY / "vm.toml").read_text(encoding="utf-8")
+    syslog = _toml("vm.toml")["sources"]["syslog"]
+    assert syslog["tls_cert_file"] in text and syslog["tls_key_file"] in text
+    text = text.replace(syslog["tls_cert_file"], str(cert)).replace(syslog["tls_key_file"], str(key))
+    path = tmp_path / "vm.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _builds_a_service(config: Config, tmp_path: Path) -> None:
+    """The service's topology builds from the config (patterns, sources, TLS context, sinks); nothing starts."""
+    config.store.path = str(tmp_path / "issues.db")
+    service = Service(config)
     try:
-        load_config(DEPLOY / name, env={})
-    except ConfigError as exc:
-        for problem in exc.problems:
-            assert "environment" in problem or "no such file" in problem, problem
+        assert (service.syslog is not None) == config.sources.syslog.enabled
+        assert (service.drain is not None) == config.sources.http_drain.enabled
+        assert (service.render_tail is not None) == config.sources.render_tail.enabled
+        assert len(service.sinks) == int(config.airtable_enabled)
+    finally:
+        service.runner.close()
+        service.store.close()
+
+
+def test_render_config_loads_with_the_blueprint_environment(blueprint: dict[str, Any], tmp_path: Path) -> None:
+    """render.toml plus render.yaml's variables: no config error; tail, drain, Airtable and token on."""
+    config = load_config(DEPLOY / "render.toml", env=_blueprint_env(blueprint))
+    assert (config.server.http_host, config.server.http_port) == ("0.0.0.0", 8080)
+    assert config.store.path == "/var/data/stream-triage.db"
+    assert config.sources.render_tail.enabled and config.sources.http_drain.enabled
+    assert not config.sources.syslog.enabled
+    assert config.airtable_enabled
+    assert config.metrics.require_token
+    assert set(config.secrets) == {"RENDER_API_KEY", "AIRTABLE_API_KEY", "STREAM_TRIAGE_DRAIN_TOKEN",
+                                   "STREAM_TRIAGE_METRICS_TOKEN"}
+    _builds_a_service(config, tmp_path)
+
+
+def test_vm_config_loads_with_its_env_file_and_certificates(tls_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """vm.toml with the unit's EnvironmentFile and a real certificate pair: TLS syslog on :6514, HTTP on loopback."""
+    config = load_config(_vm_config_with(tls_pair, tmp_path), env=VM_ENV)
+    syslog = config.sources.syslog
+    assert (syslog.enabled, syslog.host, syslog.port) == (True, "0.0.0.0", 6514)
+    assert (syslog.tls_cert_file, syslog.tls_key_file) == tuple(map(str, tls_pair))
+    assert (config.server.http_host, config.server.http_port) == ("127.0.0.1", 8080)
+    assert not config.sources.http_drain.enabled and not config.sources.render_tail.enabled
+    assert config.airtable_enabled and config.metrics.require_token
+    _builds_a_service(config, tmp_path)
+
+
+def test_vm_config_names_the_missing_certificate_files() -> None:
+    """Outside systemd the /run/credentials files do not exist: the error names both keys."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(DEPLOY / "vm.toml", env=VM_ENV)
+    assert sorted(p.split(":")[0] for p in exc.value.problems) == [
+        "sources.syslog.tls_cert_file", "sources.syslog.tls_key_file",
+    ]
+
+
+def test_compose_config_loads_with_the_compose_environment(compose: dict[str, Any], tmp_path: Path) -> None:
+    """compose.toml plus docker-compose.yml's variables (only the required ones set): drain and plain syslog."""
+    env = _compose_env(compose)
+    assert env["AIRTABLE_API_KEY"] == "" and env["STREAM_TRIAGE_METRICS_TOKEN"].startswith("dummy-")
+    config = load_config(DEPLOY / "compose.toml", env=env)
+    assert config.store.path == "/data/stream-triage.db"
+    assert (config.sources.syslog.port, config.sources.syslog.tls_cert_file) == (5514, "")
+    assert config.sources.http_drain.enabled and not config.sources.render_tail.enabled
+    assert not config.airtable_enabled
+    assert set(config.secrets) == {"STREAM_TRIAGE_DRAIN_TOKEN", "STREAM_TRIAGE_METRICS_TOKEN"}
+    _builds_a_service(config, tmp_path)
+
+
 def test_promtool_check_config_accepts_prometheus_yml(tmp_path: Path, prom_config: dict[str, Any]) -> None:
     """`promtool check config` accepts prometheus.yml, with its container paths pointed at local files."""
     token = tmp_path / "metrics_token"

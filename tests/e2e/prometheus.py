@@ -62,15 +62,15 @@ class PrometheusError(RuntimeError):
     """Prometheus did not start, or its API answered with an error."""
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus") -> str:
     """Path of ``name``; skips the test when it is missing locally, fails when ``CI`` is set.
 
     CI installs the Debian ``prometheus`` package (see .ci/run), so a missing binary there is a
-    broken setup, not a reason to pass quietly.
+    broken setup, not a reason to pass quietly. ``package`` is the Debian package that ships it.
     """
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found: install the Debian package with `apt-get install -y prometheus`"
+        message = f"{name} not found: install the Debian package with `apt-get install -y {package}`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

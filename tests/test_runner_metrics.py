@@ -1,0 +1,96 @@
+"""The pipeline runner's metrics: every run is counted once in runs_flushed, by how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from stream_triage.config import load_config
+from stream_triage.pipeline.triage import Triage
+from stream_triage.records import EndReason, RawRecord
+from stream_triage.runner import PipelineRunner
+from stream_triage.sinks.sqlite import IssueStore
+from stream_triage.telemetry import Metrics
+
+T0 = 1_762_157_722.0  # 2025-11-03T08:15:22Z
+
+COMPLETED_RUN = [
+    "[251103-081522] [SYSTEM] [smart_resume] [INFO] 🚀 SMART RESUME PROCESSING STARTED",
+    "[251103-081522] [SYSTEM] [smart_resume] [ERROR] Error: connect ECONNREFUSED 10.0.4.12:5432",
+    "    at TCPConnectWrap.afterConnect [as oncomplete] (node:net:1555:16)",
+    "[251103-081522] [SYSTEM] [smart_resume] [INFO] 🎉 SMART RESUME PROCESSING COMPLETED ✅",
+]
+SILENT_RUN = [
+    "[251103-082000-Ann-Lee] [Ann-Lee] [lead_scoring] [INFO] Scoring 40 leads",
+    "[251103-082000-Ann-Lee] [Ann-Lee] [lead_scoring] [ERROR] Failed to score lead rec8XyZ: timeout after 30000ms",
+]
+OPEN_RUN = ["[251103-083000] [SYSTEM] [batch-score] [INFO] Batch scoring started for 12 clients"]
+
+
+def _flushed(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        e.value: registry.get_sample_value("stream_triage_runs_flushed_total", {"ended": e.value}) or 0.0
+        for e in EndReason
+    }
+
+
+def test_each_run_is_counted_once_by_how_it_ended(tmp_path: Path) -> None:
+    """A completed run counts as marker only (not again when its grace window closes), a silent one as idle."""
+    config = load_config(env={})
+    config.flush.grace_after_marker_s = 60.0
+    config.flush.idle_timeout_s = 300.0
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    store = IssueStore(tmp_path / "issues.db")
+    clock = [T0]
+
+    async def scenario() -> None:
+        runner = PipelineRunner(Triage(config), store, metrics, clock=lambda: clock[0])
+        runner.start()
+        await runner.submit("http_drain", [RawRecord(t, "drain") for t in COMPLETED_RUN + SILENT_RUN])
+        await runner.queue.join()
+        assert _flushed(registry)["marker"] == 1
+        clock[0] = T0 + 120  # the completed run's grace window closes: its final flush is not a new end
+        await runner.tick()
+        clock[0] = T0 + 600  # the silent run passes the idle timeout
+        await runner.tick()
+        await runner.submit("http_drain", [RawRecord(t, "drain") for t in OPEN_RUN])
+        await runner.drain(EndReason.SHUTDOWN)
+        runner.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+    counts = _flushed(registry)
+    assert counts == {e.value: 0.0 for e in EndReason} | {"marker": 1.0, "idle": 1.0, "shutdown": 1.0}
+    assert registry.get_sample_value("stream_triage_runs_open") == 0
+
+
+def test_queue_depth_counts_each_sources_waiting_records(tmp_path: Path) -> None:
+    """queue_depth{source} is that source's records still queued, not the shared queue's size."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    store = IssueStore(tmp_path / "issues.db")
+
+    def depth(source: str) -> float | None:
+        return registry.get_sample_value("stream_triage_queue_depth", {"source": source})
+
+    async def scenario() -> None:
+        runner = PipelineRunner(Triage(load_config(env={})), store, metrics, clock=lambda: T0)
+        await runner.submit("syslog", [RawRecord(t, "syslog/node") for t in SILENT_RUN])
+        assert runner.offer("http_drain", [RawRecord(t, "drain") for t in COMPLETED_RUN])
+        await runner.submit("syslog", [RawRecord(t, "syslog/node") for t in OPEN_RUN])
+        assert (depth("syslog"), depth("http_drain")) == (3, 4)  # nothing consumed yet
+        runner.start()
+        await runner.queue.join()
+        assert (depth("syslog"), depth("http_drain")) == (0, 0)
+        await runner.drain()
+        runner.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
