@@ -2,18 +2,23 @@
 
     IssueStore.apply ──(same transaction)──▶ outbox rows ──worker──▶ AirtableClient.upsert (by Fingerprint)
 
-Every change is committed locally first; the worker delivers in order, idempotently (upsert by
-Fingerprint), so an outage, a 429 storm or a restart loses nothing and duplicates nothing. Retryable
-failures back off (honouring Airtable's penalty); permanent ones park only the offending issue, with
-its error, for ``stream-triage doctor`` — the rest keep flowing. Before an occurrence update, and
-periodically, Status / Fixed Time / Fix Notes / Fix Commit are read back: a record the team set to
-FIXED that shows up again becomes REGRESSED (in Airtable and locally); IGNORED only keeps counting.
+Every change is committed locally first; the worker delivers strictly in outbox order, idempotently
+(upsert by Fingerprint), so an outage, a 429 storm or a restart loses nothing and duplicates nothing.
+Retryable failures back off (honouring Airtable's penalty); a permanent refusal of a record (422: an
+unknown field, a bad value) parks only that issue, with its error, for ``stream-triage doctor`` — the
+rest keep flowing. A refusal that is not about a record (a rejected key, a missing table) parks
+nothing: every change waits with a long backoff until the cause is fixed.
+
+Two-way status: before an occurrence update, and periodically for issues with nothing pending,
+Status / Fixed Time / Fix Notes / Fix Commit are read back. Airtable's Status wins, except that a
+record the team set to FIXED whose error occurs after its Fixed Time becomes REGRESSED (in Airtable
+and locally); IGNORED only keeps counting. A status set locally (``issues set-status``) and not yet
+delivered wins over Airtable's older value and is sent with its fix notes and commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -71,6 +76,23 @@ def render_log_url(template: str) -> Callable[[StoredIssue], str | None]:
     return build
 
 
+def rate_limiter(
+    requests_per_second: float,
+    *,
+    penalty_s: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RateLimiter:
+    """A limiter that sends at most ``requests_per_second`` requests in any one-second window.
+
+    A token bucket lets ``burst + rate`` requests into a window, so the steady rate is one less than
+    the cap (4/s for Airtable's 5): with a full bucket, a rate of 5 would put 6 requests into one
+    second and earn a 30 s penalty.
+    """
+    rate = requests_per_second - 1 if requests_per_second >= 2 else requests_per_second / 2
+    return RateLimiter(rate, burst=1, penalty_s=penalty_s, clock=clock, sleep=sleep)
+
+
 class AirtableSink:
     """Background delivery of one store's outbox to Airtable."""
 
@@ -112,7 +134,7 @@ class AirtableSink:
             a.table,
             endpoint_url=a.endpoint_url or None,
             timeout_s=a.timeout_s,
-            rate_limiter=RateLimiter(a.requests_per_second, penalty_s=a.rate_limit_penalty_s),
+            rate_limiter=rate_limiter(a.requests_per_second, penalty_s=a.rate_limit_penalty_s),
             field_map=AirtableFieldMap.from_mapping(a.fields),
             render_log_url=render_log_url(a.render_log_url) if a.render_log_url else None,
         )
@@ -170,14 +192,23 @@ class AirtableSink:
             await self._idle()
 
     async def _idle(self) -> None:
+        # Clear before reading the outbox: a notify() after this point is not lost.
+        self._wake.clear()
         next_due = await asyncio.to_thread(self.outbox.next_due_at)
         now = self.clock()
         wait = self._next_sync - now
         if next_due is not None:
             wait = min(wait, next_due - now)
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+        if self._wake.is_set():
+            return
+        woken = asyncio.ensure_future(self._wake.wait())
+        slept = asyncio.ensure_future(self.sleep(max(0.05, wait)))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, slept):
+                task.cancel()
+            await asyncio.gather(woken, slept, return_exceptions=True)
 
     # ------------------------------------------------------------------ delivery
     async def deliver_once(self) -> int:
@@ -193,28 +224,38 @@ class AirtableSink:
         if gone:  # rows for issues deleted from the store: nothing to deliver
             await asyncio.to_thread(self.outbox.ack, {fp: due[fp].max_id for fp in gone})
         live = {fp: i for fp, i in issues.items() if i is not None}
-        status_only = [fp for fp in live if due[fp].kinds == {"status"}]
-        updates = [fp for fp in live if fp not in status_only]
+        # A status a person set locally (`issues set-status`) goes as its own request, after any update.
+        with_status = [fp for fp in live if "status" in due[fp].kinds]
+        updates = [fp for fp in live if due[fp].kinds != {"status"}]
+        done: set[str] = set()
         try:
             items = await self._prepare(updates, live, due, now)
             ids = await asyncio.to_thread(self.client.upsert, items) if items else {}
-            await self._delivered(ids, due, now)
-            for fp in status_only:
-                issue = live[fp]
-                rid = await asyncio.to_thread(self.client.set_status, fp, issue.status, fixed_time=issue.fixed_time)
-                await self._delivered({fp: rid} if rid else {}, due, now, ack=[fp])
+            done |= await self._delivered(ids, due, now, skip=with_status)
+            for fp in with_status:
+                done |= await self._deliver_status(fp, due, now)
         except AirtableRetryableError as exc:
-            await self._delivered(exc.delivered, due, now)
-            failed = [fp for fp in due if fp not in exc.delivered and fp in live]
+            done |= await self._delivered(exc.delivered, due, now, skip=with_status)
+            failed = [fp for fp in live if fp not in done]
             attempts = max((due[fp].attempts for fp in failed), default=0)
             wait = min(self.max_backoff_s, max(exc.retry_after_s or 0.0, 2.0 ** min(attempts, 16)))
-            ids_ = [i for fp in failed for i in due[fp].ids]
-            await asyncio.to_thread(self.outbox.defer, ids_, now + wait, str(exc))
+            await self._defer(failed, due, now + wait, str(exc))
             self.metrics.sink_errors.labels(sink=SINK, kind="retryable").inc()
             log.warning("airtable: %s; %d change(s) retry in %.0f s", exc, len(failed), wait)
         except AirtablePermanentError as exc:
-            await self._delivered(exc.delivered, due, now)
-            await self._isolate(exc, due, now)
+            done |= await self._delivered(exc.delivered, due, now, skip=with_status)
+            if exc.failed and _about_the_records(exc):
+                await self._isolate(exc, due, now, with_status)
+            else:
+                # Not about any one issue (a rejected key, a missing table or merge field): parking
+                # would strand every change, so all of them wait, with a long backoff, for a fix.
+                failed = [fp for fp in live if fp not in done]
+                attempts = max((due[fp].attempts for fp in failed), default=0)
+                wait = min(self.max_backoff_s, max(30.0, 2.0 ** min(attempts, 16)))
+                await self._defer(failed, due, now + wait, str(exc))
+                self.metrics.sink_errors.labels(sink=SINK, kind="permanent").inc()
+                log.error("airtable: %s; %d change(s) wait %.0f s (see `stream-triage doctor airtable`)",
+                          exc, len(failed), wait)  # fmt: skip
         await self._gauge()
         return len(entries)
 
@@ -231,72 +272,119 @@ class AirtableSink:
             issue = issues[fp]
             regression = "regressed" in due[fp].kinds
             r = remote.get(fp)
-            if r is not None:
-                issue, regressed = await self._reconcile(issue, r, now)
-                regression = regression or regressed
+            # A status set locally and not yet delivered is newer than Airtable's: it wins.
+            if r is not None and r.status is not None and "status" not in due[fp].kinds:
+                issue, regression = await self._reconcile(issue, r, now)
             items.append(UpsertItem(issue, regression=regression, record_id=self.client.known_record(fp)))
         return items
 
     async def _reconcile(self, issue: StoredIssue, remote: RemoteIssue, now: float) -> tuple[StoredIssue, bool]:
-        """Apply what humans set in Airtable to the local issue; True when it must be sent as REGRESSED."""
-        status = remote.status
-        if status is None or (status is issue.status and not remote.fix_notes and not remote.fix_commit):
-            return issue, False
-        if status is Status.FIXED and issue.status is not Status.REGRESSED:
-            recurred = remote.fixed_time is None or issue.last_seen is None or issue.last_seen > remote.fixed_time
-            if recurred:
-                updated = await asyncio.to_thread(
-                    self.store.sync_human_fields, issue.fingerprint, Status.REGRESSED,
-                    fixed_time=remote.fixed_time, notes=remote.fix_notes, commit=remote.fix_commit, now=now,
-                )  # fmt: skip
-                self.metrics.issues_changed.labels(
-                    severity=issue.severity.value, change=ChangeKind.REGRESSED.value
-                ).inc()
-                log.info("airtable: issue %s was FIXED and recurred: REGRESSED", issue.fingerprint)
-                return updated or issue, True
-        if status is not issue.status or remote.fix_notes or remote.fix_commit:
-            updated = await asyncio.to_thread(
-                self.store.sync_human_fields, issue.fingerprint, status,
-                fixed_time=remote.fixed_time, notes=remote.fix_notes, commit=remote.fix_commit, now=now,
+        """Take what people set in Airtable into the local issue; True when it must be sent as REGRESSED.
+
+        Airtable's Status wins, except that a FIXED record whose error occurred after its Fixed Time
+        (or that has no Fixed Time) has regressed. An occurrence from before the Fixed Time, delivered
+        late, leaves it FIXED.
+        """
+        assert remote.status is not None
+        regression = False
+        target = remote.status
+        if remote.status is Status.FIXED:
+            last = issue.last_seen
+            regression = remote.fixed_time is None or last is None or last > remote.fixed_time
+            if regression:
+                target = Status.REGRESSED
+        if not _differs(issue, remote, target):
+            return issue, regression
+        if target is Status.REGRESSED and issue.status is not Status.REGRESSED:
+            self.metrics.issues_changed.labels(severity=issue.severity.value, change=ChangeKind.REGRESSED.value).inc()
+            log.info("airtable: issue %s was FIXED and recurred: REGRESSED", issue.fingerprint)
+        updated = await asyncio.to_thread(
+            self.store.sync_human_fields, issue.fingerprint, target,
+            fixed_time=remote.fixed_time, notes=remote.fix_notes, commit=remote.fix_commit, now=now,
+        )  # fmt: skip
+        return updated or issue, regression
+
+    async def _deliver_status(self, fp: str, due: dict[str, _Due], now: float) -> set[str]:
+        """Send a locally set Status (with Fixed Time, Fix Notes, Fix Commit); park it if Airtable refuses it."""
+        issue = await asyncio.to_thread(self.store.get, fp)
+        if issue is None:
+            return await self._delivered({}, due, now, ack=[fp])
+        try:
+            rid = await asyncio.to_thread(
+                self.client.set_status, fp, issue.status,
+                fixed_time=issue.fixed_time if issue.status is Status.FIXED else None,
+                notes=issue.fix_notes or None, commit=issue.fix_commit or None,
             )  # fmt: skip
-            return updated or issue, False
-        return issue, False
+        except AirtablePermanentError as exc:
+            if not _about_the_records(exc):
+                raise
+            await self._park(fp, due, exc)
+            return {fp}
+        if rid is None:
+            log.info("airtable: no record for issue %s (deleted in Airtable?); status %s not sent", fp, issue.status)
+        return await self._delivered({fp: rid} if rid else {}, due, now, ack=[fp])
 
     async def _delivered(
-        self, ids: dict[str, str], due: dict[str, _Due], now: float, ack: list[str] | None = None
-    ) -> None:
-        fps = list(ids) + [fp for fp in ack or [] if fp not in ids]
+        self,
+        ids: dict[str, str],
+        due: dict[str, _Due],
+        now: float,
+        ack: list[str] | None = None,
+        skip: list[str] | None = None,
+    ) -> set[str]:
+        """Remember record ids; acknowledge ``ack`` (default: every fingerprint in ``ids`` not in ``skip``)."""
+        if ids:
+            await asyncio.to_thread(self.outbox.save_record_ids, ids)
+        fps = [fp for fp in (ids if ack is None else ack) if fp in due and fp not in (skip or ())]
         if not fps:
-            return
-        await asyncio.to_thread(self.outbox.save_record_ids, ids)
-        await asyncio.to_thread(self.outbox.ack, {fp: due[fp].max_id for fp in fps if fp in due})
+            return set()
+        await asyncio.to_thread(self.outbox.ack, {fp: due[fp].max_id for fp in fps})
         self.metrics.delivered(SINK, now, len(fps))
+        return set(fps)
 
-    async def _isolate(self, exc: AirtablePermanentError, due: dict[str, _Due], now: float) -> None:
+    async def _defer(self, fps: list[str], due: dict[str, _Due], at: float, error: str) -> None:
+        ids = [i for fp in fps for i in due[fp].ids]
+        await asyncio.to_thread(self.outbox.defer, ids, at, error)
+
+    async def _park(self, fp: str, due: dict[str, _Due], exc: AirtablePermanentError) -> None:
+        await asyncio.to_thread(self.outbox.park, due[fp].ids, str(exc))
+        self.metrics.sink_errors.labels(sink=SINK, kind="permanent").inc()
+        log.error("airtable: parked issue %s: %s (see `stream-triage doctor airtable`)", fp, exc)
+
+    async def _isolate(
+        self, exc: AirtablePermanentError, due: dict[str, _Due], now: float, with_status: list[str]
+    ) -> None:
         """A chunk failed permanently: send its issues one by one and park only those that fail."""
         for item in exc.failed:
             fp = item.issue.fingerprint
             try:
                 rid = await asyncio.to_thread(self.client.upsert_one, item)
+                await self._delivered({fp: rid}, due, now, skip=with_status)
+                if fp in with_status:
+                    await self._deliver_status(fp, due, now)
             except AirtablePermanentError as one:
-                await asyncio.to_thread(self.outbox.park, due[fp].ids, str(one))
-                self.metrics.sink_errors.labels(sink=SINK, kind="permanent").inc()
-                log.error("airtable: parked issue %s: %s (see `stream-triage doctor airtable`)", fp, one)
+                if not _about_the_records(one):
+                    raise
+                await self._park(fp, due, one)
             except AirtableRetryableError as one:
                 wait = min(self.max_backoff_s, max(one.retry_after_s or 0.0, 2.0))
-                await asyncio.to_thread(self.outbox.defer, due[fp].ids, now + wait, str(one))
+                await self._defer([fp], due, now + wait, str(one))
                 self.metrics.sink_errors.labels(sink=SINK, kind="retryable").inc()
-            else:
-                await self._delivered({fp: rid}, due, now)
 
     async def sync_status(self) -> int:
-        """Mirror Status / Fixed Time / Fix Notes / Fix Commit of every known record into the store."""
+        """Mirror Status / Fixed Time / Fix Notes / Fix Commit of known records into the store.
+
+        Issues with changes still in the outbox are left alone: their delivery reconciles them, and
+        a status set locally but not yet delivered must not be undone by Airtable's older value.
+        """
         self._next_sync = self.clock() + self.status_sync_interval_s
         known = await asyncio.to_thread(self.outbox.record_ids)
-        if not known:
+        pending = await asyncio.to_thread(self.outbox.pending_fingerprints)
+        wanted = [fp for fp in known if fp not in pending]
+        if not wanted:
             return 0
         try:
-            remote = await asyncio.to_thread(self.client.read_status, list(known))
+            remote = await asyncio.to_thread(self.client.read_status, wanted)
         except (AirtableRetryableError, AirtablePermanentError) as exc:
             log.warning("airtable: status sync failed: %s", exc)
             return 0
@@ -304,14 +392,13 @@ class AirtableSink:
         now = self.clock()
         for fp, r in remote.items():
             issue = await asyncio.to_thread(self.store.get, fp)
-            if issue is None or r.status is None:
+            if issue is None or r.status is None or not _differs(issue, r, r.status):
                 continue
-            if r.status is not issue.status or (r.fix_notes and r.fix_notes != issue.fix_notes):
-                await asyncio.to_thread(
-                    self.store.sync_human_fields, fp, r.status,
-                    fixed_time=r.fixed_time, notes=r.fix_notes, commit=r.fix_commit, now=now,
-                )  # fmt: skip
-                changed += 1
+            await asyncio.to_thread(
+                self.store.sync_human_fields, fp, r.status,
+                fixed_time=r.fixed_time, notes=r.fix_notes, commit=r.fix_commit, now=now,
+            )  # fmt: skip
+            changed += 1
         return changed
 
     async def _gauge(self) -> None:
@@ -319,6 +406,24 @@ class AirtableSink:
         parked = await asyncio.to_thread(lambda: len(self.outbox.parked()))
         self.metrics.outbox_backlog.labels(sink=SINK).set(backlog)
         self.metrics.outbox_parked.labels(sink=SINK).set(parked)
+
+
+def _about_the_records(exc: AirtablePermanentError) -> bool:
+    """Whether Airtable refused the records themselves (422: a field or value), not the request."""
+    return exc.status == 422
+
+
+def _differs(issue: StoredIssue, remote: RemoteIssue, status: Status) -> bool:
+    """Whether the human-owned fields in Airtable (with ``status``) differ from the local issue."""
+    return (
+        status is not issue.status
+        or bool(remote.fix_notes and remote.fix_notes != issue.fix_notes)
+        or bool(remote.fix_commit and remote.fix_commit != issue.fix_commit)
+        or (
+            remote.fixed_time is not None
+            and (issue.fixed_time is None or abs(remote.fixed_time - issue.fixed_time) >= 0.001)
+        )
+    )
 
 
 def _group(entries: list[OutboxEntry]) -> dict[str, _Due]:

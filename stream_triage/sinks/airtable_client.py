@@ -610,7 +610,9 @@ class AirtableClient:
             fp = item.issue.fingerprint
             create = self.known_record(fp) is None
             url = self._render_log_url(item.issue) if self._render_log_url else None
-            fields = to_fields(item.issue, fm, create=create, render_log_url=url, regression=item.regression)
+            fields = self._scrub_fields(
+                to_fields(item.issue, fm, create=create, render_log_url=url, regression=item.regression)
+            )
             sent_status[fp] = fm.status in fields
             records.append({"fields": fields})
         what = f"upserting {len(chunk)} issue(s)"
@@ -671,18 +673,27 @@ class AirtableClient:
         status: Status,
         *,
         fixed_time: float | None = None,
+        notes: str | None = None,
+        commit: str | None = None,
         record_id: str | None = None,
     ) -> str | None:
-        """Set Status (and Fixed Time) of a fingerprint's record as a person asked; ``None`` if no record."""
+        """Set Status (and Fixed Time, Fix Notes, Fix Commit when given) of a fingerprint's record as a
+        person asked; returns the record id, ``None`` if Airtable has no record of it."""
         rid = record_id or self.known_record(fingerprint)
         if rid is None:
             remote = self.read_status([fingerprint]).get(fingerprint)
             if remote is None:
                 return None
             rid = remote.record_id
-        fields: dict[str, Any] = {self.field_map.status: status.value}
-        if fixed_time is not None and self.field_map.fixed_time:
-            fields[self.field_map.fixed_time] = format_time(fixed_time)
+        fm = self.field_map
+        fields: dict[str, Any] = {fm.status: status.value}
+        if fixed_time is not None and fm.fixed_time:
+            fields[fm.fixed_time] = format_time(fixed_time)
+        if notes and fm.fix_notes:
+            fields[fm.fix_notes] = truncate_text(notes)
+        if commit and fm.fix_commit:
+            fields[fm.fix_commit] = truncate_text(commit)
+        fields = self._scrub_fields(fields)
         self._call(f"setting Status {status.value}", lambda: self._table.update(rid, fields, typecast=True))
         self.remember({fingerprint: rid})
         return rid
@@ -813,6 +824,13 @@ class AirtableClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
+
+    def _scrub_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Our own API key never goes into a cell, even if the logged service printed it in a form the
+        pipeline's redaction does not recognise."""
+        if not self._secret:
+            return fields
+        return {k: v.replace(self._secret, "[REDACTED]") if isinstance(v, str) else v for k, v in fields.items()}
 
 
 _FIELD_ERRORS = {"UNKNOWN_FIELD_NAME", "INVALID_VALUE_FOR_COLUMN", "INVALID_MULTIPLE_CHOICE_OPTIONS"}

@@ -46,22 +46,39 @@ class Outbox:
         self.sink = sink
 
     def due(self, now: float, limit: int = 50) -> list[OutboxEntry]:
-        """Oldest pending changes whose retry time has come, in order."""
+        """Oldest pending changes, in order, up to the first one whose retry time has not come.
+
+        Strictly first in, first out: a change waiting out a backoff holds back the newer ones, so
+        Airtable receives changes in the order they happened, also after an outage.
+        """
         with self.store.lock:
             rows = self.store.connection.execute(
-                "SELECT id, fingerprint, change, attempts, created_at FROM outbox "
-                "WHERE sink=? AND parked=0 AND next_attempt_at<=? ORDER BY id LIMIT ?",
-                (self.sink, now, limit),
+                "SELECT id, fingerprint, change, attempts, created_at, next_attempt_at FROM outbox "
+                "WHERE sink=? AND parked=0 ORDER BY id LIMIT ?",
+                (self.sink, limit),
             ).fetchall()
-        return [OutboxEntry(*row) for row in rows]
+        out = []
+        for row in rows:
+            if row[5] > now:
+                break
+            out.append(OutboxEntry(*row[:5]))
+        return out
 
     def next_due_at(self) -> float | None:
-        """When the earliest pending change becomes due, or ``None`` if nothing is pending."""
+        """When the oldest pending change becomes due (see :meth:`due`), or ``None`` if nothing is pending."""
         with self.store.lock:
             row = self.store.connection.execute(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE sink=? AND parked=0", (self.sink,)
+                "SELECT next_attempt_at FROM outbox WHERE sink=? AND parked=0 ORDER BY id LIMIT 1", (self.sink,)
             ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        return None if row is None else float(row[0])
+
+    def pending_fingerprints(self) -> set[str]:
+        """Fingerprints with changes not yet delivered (pending or parked)."""
+        with self.store.lock:
+            rows = self.store.connection.execute(
+                "SELECT DISTINCT fingerprint FROM outbox WHERE sink=?", (self.sink,)
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def ack(self, upto: Mapping[str, int]) -> None:
         """Delivered: drop each fingerprint's rows up to and including the given id."""
