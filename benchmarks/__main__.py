@@ -8,6 +8,7 @@ because these machines are noisy. Corpora are generated deterministically into b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -25,10 +26,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def _child(name: str, workdir: str, scale: float, cpu: int, queue: Any) -> None:
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not every platform can pin
         os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        pass
     try:
         result = CASES[name](Path(workdir), scale)
         result["peak_rss_mb"] = peak_rss_mb()

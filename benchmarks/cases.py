@@ -157,7 +157,8 @@ def _patterns(workdir: Path, scale: float, total: int) -> Result:
                 v, noun = verbs[i % 10], nouns[i // 10 % 10]
                 fh.write(
                     f'[[pattern]]\nid = "gen-{i}"\nseverity = "{("ERROR", "WARNING")[i % 2]}"\n'
-                    f"regex = '''\\b(?:could not|failed to) {v} (?:the )?{noun}s? #?{i}\\b|\\b{noun}-{v}-{i} (?:crashed|stalled)\\b'''\n"
+                    f"regex = '''\\b(?:could not|failed to) {v} (?:the )?{noun}s? #?{i}\\b"
+                    f"|\\b{noun}-{v}-{i} (?:crashed|stalled)\\b'''\n"
                     f'description = "generated {i}"\n\n'
                 )
         config.patterns.files = [str(extra)]
@@ -191,7 +192,9 @@ def flush_latency(workdir: Path, scale: float) -> Result:
             text = f"[{run}] [Ann-Lee] [op{i}] [ERROR] Failed to sync {words[i % 10]} {words[i // 10]} for rec{r:014d}"
             triage.process(RawRecord(text, "s", None, lines))
             lines += 1
-        marker = RawRecord(f"[{run}] [SYSTEM] [smart_resume] [INFO] SMART RESUME PROCESSING COMPLETED", "s", None, lines)
+        marker = RawRecord(
+            f"[{run}] [SYSTEM] [smart_resume] [INFO] SMART RESUME PROCESSING COMPLETED", "s", None, lines
+        )
         lines += 1
         start = time.perf_counter()
         flushes = triage.process(marker)
@@ -236,8 +239,12 @@ def _send_http(port: int, bodies: list[tuple[bytes, int]], ready: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for n, (body, count) in enumerate(bodies):
         while True:
-            conn.request("POST", "/drain", body, {"Content-Type": "application/logplex-1",
-                                                  "Logplex-Msg-Count": str(count), "Logplex-Frame-Id": f"f{n}"})
+            conn.request(
+                "POST",
+                "/drain",
+                body,
+                {"Content-Type": "application/logplex-1", "Logplex-Msg-Count": str(count), "Logplex-Frame-Id": f"f{n}"},
+            )
             resp = conn.getresponse()
             resp.read()
             if resp.status != 503:

@@ -28,7 +28,7 @@ PROBLEMS = [
     ("ERROR", "Chunk processing error: leads.map is not a function TypeError: leads.map is not a function", True),
     ("ERROR", "Failed to update run record {rec}: Request failed with status code 503", False),
     ("WARN", "Gemini API rate limited (429 Too Many Requests), retrying in {n} s", False),
-    ("ERROR", "Unknown field name: \"Stream\" while updating {rec}", False),
+    ("ERROR", 'Unknown field name: "Stream" while updating {rec}', False),
     ("ERROR", "timeout of 30000ms exceeded calling Vertex AI for lead {rec}", False),
     ("WARN", "Failed to parse AI response for lead {rec}: Unexpected token < in JSON at position {n}", False),
     ("ERROR", "Cannot read properties of undefined (reading 'fields') in scorePost", True),
@@ -42,6 +42,9 @@ BUILD = ["==> Cloning from https://github.com/acme/leads-service", "==> Running 
          "==> Build successful 🎉", "==> Deploying..."]  # fmt: skip
 ACCESS = ('clientIP="203.0.113.{n}" requestID="{uuid}" responseTimeMS={ms} responseBytes={n} '
           'userAgent="node-fetch/1.0"')  # fmt: skip
+
+
+_ID_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
 
 
 def generate(
@@ -75,13 +78,14 @@ def lines_of(
         ts = (t0 + timedelta(milliseconds=produced * 3)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
         op = OPERATIONS[rng.randrange(len(OPERATIONS))]
         fill = {
-            "rec": "rec" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789") for _ in range(14)),
+            "rec": "rec" + "".join(rng.choice(_ID_CHARS) for _ in range(14)),
             "n": rng.randint(1, 999),
             "ms": rng.randint(20, 4000),
             "b": rng.randint(1, 40),
             "s": rng.randint(1, 3),
             "hex": f"{rng.getrandbits(48):012x}",
-            "uuid": f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-a{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}",
+            "uuid": f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-"
+            f"a{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}",
         }  # fmt: skip
         roll = rng.random()
         if roll < problem_rate:

@@ -67,6 +67,10 @@ def run_window(run_id: str, max_hours: float, offset_hours: float) -> tuple[date
     return start - timedelta(minutes=1), start + timedelta(hours=max_hours)
 
 
+def _sinks(config: Config) -> tuple[str, ...]:
+    return ("airtable",) if config.airtable_enabled else ()
+
+
 def _client(config: Config, args: argparse.Namespace) -> tuple[RenderLogsClient, list[str]]:
     tail = config.sources.render_tail
     key = config.secrets.get("RENDER_API_KEY")
@@ -103,7 +107,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         start, end = datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC)
         base = None
     client, resources = _client(config, args)
-    store = None if args.no_store else IssueStore(config.store.path)
+    store = None if args.no_store else IssueStore(config.store.path, outbox_sinks=_sinks(config))
     keep = (lambda f: f.run.run_id == base) if base else None
     session = TriageSession(config, store, keep=keep)
     try:
@@ -155,7 +159,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.db:
         config.store.path = args.db
     client, resources = _client(config, args)
-    store = IssueStore(config.store.path)
+    store = IssueStore(config.store.path, outbox_sinks=_sinks(config))
 
     def show(flushes: list[RunFlush]) -> None:
         for flush in flushes:

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     plist = psub.add_parser("list", help="list the active patterns")
     plist.add_argument("--config", help="TOML config file")
     plist.set_defaults(func=cmd_patterns_list)
+    from stream_triage.patterns.lint import add_parser as add_patterns_lint
+
+    add_patterns_lint(psub)
 
     doctor = sub.add_parser("doctor", help="check external sinks (airtable) and show parked changes")
     from stream_triage.sinks import airtable_cli
@@ -83,13 +86,19 @@ def _extensions() -> list:
     """Subcommands that live next to the feature they drive."""
     from stream_triage.app import add_parser as add_serve
     from stream_triage.backfill import add_parser as add_backfill
+    from stream_triage.eval import add_parser as add_eval
 
-    return [add_serve, add_backfill]
+    return [add_serve, add_backfill, add_eval]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--db", help="SQLite store path (default: store.path, or $STREAM_TRIAGE_DB)")
+
+
+def _store(config: Config) -> IssueStore:
+    """The store, queueing changes for Airtable when it is configured (a later `serve` delivers them)."""
+    return IssueStore(config.store.path, outbox_sinks=("airtable",) if config.airtable_enabled else ())
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -117,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay files through the pipeline; print a summary or JSON; store issues unless --no-store."""
     config = _config(args)
-    store = None if args.no_store else IssueStore(config.store.path)
+    store = None if args.no_store else _store(config)
     session = TriageSession(config, store)
     bad = 0
     try:
@@ -154,7 +163,7 @@ def print_report(session: TriageSession, as_json: bool, inputs: int, store_path:
 # ---------------------------------------------------------------------------------------- issues
 def cmd_issues_list(args: argparse.Namespace) -> int:
     """List stored issues."""
-    store = IssueStore(_config(args).store.path)
+    store = _store(_config(args))
     try:
         issues = store.list_issues(
             status=[Status(s) for s in args.status or []],
@@ -181,7 +190,7 @@ def cmd_issues_list(args: argparse.Namespace) -> int:
 
 def cmd_issues_show(args: argparse.Namespace) -> int:
     """Show one stored issue."""
-    store = IssueStore(_config(args).store.path)
+    store = _store(_config(args))
     try:
         issue = store.get(args.fingerprint)
     finally:
@@ -198,7 +207,7 @@ def cmd_issues_show(args: argparse.Namespace) -> int:
 
 def cmd_issues_set_status(args: argparse.Namespace) -> int:
     """Set the status of a stored issue."""
-    store = IssueStore(_config(args).store.path)
+    store = _store(_config(args))
     try:
         issue = store.set_status(args.fingerprint, Status(args.status), notes=args.notes, commit=args.commit)
     except KeyError:

@@ -44,7 +44,9 @@ class TriageSession:
         if flushes:
             self._deliver(flushes)
 
-    def feed_all(self, items: Iterable[RawRecord | InputError], on_error: Callable[[InputError], None] | None = None) -> int:
+    def feed_all(
+        self, items: Iterable[RawRecord | InputError], on_error: Callable[[InputError], None] | None = None
+    ) -> int:
         """Process every record of an input stream; bad records go to ``on_error``. Returns how many were bad."""
         bad = 0
         process = self.triage.process

@@ -103,7 +103,7 @@ x = 1
     assert "route.max_open_runs: must be at least 1, got 0" in text
     assert "flush.completion_markers[0]: invalid regular expression '(unclosed'" in text
     assert "parse.line_regex: the regex must define the named group(s) message" in text
-    assert "sinks: unknown key" in text
+    assert "sinks.x: unknown key" in text
     assert len(problems) == 6
     assert str(info.value).startswith("invalid configuration:\n  - ")
 

@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 from stream_triage.config import load_config
 from stream_triage.errors import ConfigError
-from stream_triage.sinks.airtable_client import DEFAULT_TABLE, AirtableClient, AirtableFieldMap, doctor
 from stream_triage.sinks.outbox import Outbox
 from stream_triage.sinks.sqlite import IssueStore
+
+DEFAULT_TABLE = "Production Issues"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,10 +45,13 @@ def run(
     args: argparse.Namespace,
     *,
     env: Mapping[str, str] | None = None,
-    field_map: AirtableFieldMap | None = None,
+    field_map: Any = None,
     out: TextIO | None = None,
 ) -> int:
     """Run doctor and print its report; exit status 0 when ready, 1 with problems, 2 when misconfigured."""
+    # Imported here: pyairtable takes about a second to import, which every other command would pay.
+    from stream_triage.sinks.airtable_client import AirtableClient, AirtableFieldMap, doctor
+
     env = os.environ if env is None else env
     out = out or sys.stdout
     try:

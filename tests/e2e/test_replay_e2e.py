@@ -39,6 +39,8 @@ EXPECTED = {
     # logged after run A's completion marker: a late line, not lost
     ("record-not-found", "ERROR", 1, (86,), (A,), "Ann-Lee", "job-tracking"),
     ("deprecation", "WARNING", 2, (11, 120), (), None, None),
+    # npm's own deprecation notice for a dependency: a warning worth tracking (see the corpus README).
+    ("npm-deprecated", "WARNING", 1, (4,), (), None, None),
     ("missing-optional-field", "WARNING", 2, (60, 74), (B,), "Cara-Diaz", "lead_scoring"),
     ("rate-limited", "WARNING", 1, (57,), (A,), "Bo-Chen", "smart_resume"),
     ("slow-request", "WARNING", 1, (101,), (), None, None),

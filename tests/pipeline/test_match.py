@@ -38,6 +38,12 @@ def match(ps: PatternSet, text: str):
 
 # (line as logged, expected pattern id). Tagged INFO lines prove the text alone fires, not the level.
 POSITIVE = [
+    # runs the app itself marks as crashed, other runtimes' level words, npm deprecations
+    ("[251103-081522] [SYSTEM] [job-tracking] [INFO] Run 251103-081522 marked as CRASHED", "run-crashed"),
+    ("CRITICAL:root:worker pool exhausted", "untagged-level-critical"),
+    ("2025-11-03 08:15:22,431 ERROR [main] c.a.Scorer - scoring pipeline stopped", "untagged-level-error"),
+    ("WARNING:urllib3.connectionpool:Connection pool is full, discarding connection", "untagged-level-warn"),
+    ("npm warn deprecated inflight@1.0.6: This module is not supported, and leaks memory.", "npm-deprecated"),
     # Node crashes
     ("FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory", "node-fatal-error"),
     ("[251103-081522] [Ann-Lee] [worker] [INFO] <--- Last few GCs ---> heap out of memory", "out-of-memory"),
@@ -152,7 +158,6 @@ NEGATIVE = [
     "==> Build successful 🎉",
     "==> Deploying...",
     "==> Your service is live 🎉",
-    "npm WARN deprecated",  # npm's own notice carries no DeprecationWarning, and lowercase is not ours
     "added 312 packages, and audited 313 packages in 9s",
     "found 0 vulnerabilities",
     'clientIP="203.0.113.7" requestID="9b1c" responseTimeMS=412 responseBytes=503 userAgent="curl/8.5.0"',

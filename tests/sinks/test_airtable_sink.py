@@ -437,11 +437,6 @@ def test_local_set_status_fixed_is_delivered_with_notes_and_commit(rig: Rig) -> 
     assert rig.records()[fp]["Status"] == "REGRESSED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.cmd_issues_set_status opens IssueStore without outbox_sinks, so no outbox row is queued "
-    "(lead: pass outbox_sinks=('airtable',) when config.airtable_enabled)",
-)
 def test_cli_set_status_is_queued_for_airtable(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """``stream-triage issues set-status FP FIXED --notes --commit`` queues a status change for Airtable."""
     rig.apply(scoring_run("251103-081522"), T0)
