@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -99,10 +100,10 @@ class Service:
             app.router.add_get("/metrics", metrics_handler(self.metrics, token))
         if self.drain is not None:
             self.drain.add_routes(app)
-        self._http = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._http = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2)
         await self._http.setup()
         server = self.config.server
-        self._site = web.TCPSite(self._http, server.http_host, server.http_port, shutdown_timeout=2)
+        self._site = web.TCPSite(self._http, server.http_host, server.http_port)
         await self._site.start()
         sockets = self._site._server.sockets if self._site._server else []  # type: ignore[union-attr]
         self.http_port = sockets[0].getsockname()[1] if sockets else server.http_port
@@ -202,7 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"stream-triage: {exc}")
+        print(f"stream-triage: {exc}", file=sys.stderr)
         return 2
     if args.db:
         config.store.path = args.db
