@@ -52,7 +52,14 @@ COMPLETED_RUNS = ("251103-081522", "251103-084008")
 UNFINISHED_RUN = "251103-083010"
 
 # Variables that would change a service's config behind the test's back.
-_CONFIG_ENV = (*SECRET_ENV, "STREAM_TRIAGE_DB", "PORT", "RENDER_API_BASE_URL", "AIRTABLE_BASE_ID", "AIRTABLE_ENDPOINT_URL")
+_CONFIG_ENV = (
+    *SECRET_ENV,
+    "STREAM_TRIAGE_DB",
+    "PORT",
+    "RENDER_API_BASE_URL",
+    "AIRTABLE_BASE_ID",
+    "AIRTABLE_ENDPOINT_URL",
+)
 
 
 # ------------------------------------------------------------------------------------------ data

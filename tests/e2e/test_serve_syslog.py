@@ -33,9 +33,7 @@ INFO = "[251103-081522-Ann-Lee] [Ann-Lee] [lead_scoring] [INFO] Scoring 40 leads
 SYSLOG_LOG = "stream_triage.sources.syslog"
 
 
-async def open_conn(
-    port: int, tls: ssl.SSLContext | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_conn(port: int, tls: ssl.SSLContext | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A client connection to the listener."""
     return await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="127.0.0.1" if tls else None)
 
