@@ -69,7 +69,7 @@ class SyslogSource:
         log.info("syslog listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self._ssl else "plain TCP")
 
     async def stop(self) -> None:
-        """Stop accepting, let open connections finish what they already sent, then close them."""
+        """Stop accepting and close every connection; a batch already read is still processed (see ``submit``)."""
         if self._server is None:
             return
         self._server.close()
