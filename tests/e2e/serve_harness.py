@@ -251,6 +251,7 @@ class ServeProcess:
     http_port: int = 0
     syslog_port: int = 0
     returncode: int | None = field(default=None)
+    metrics_headers: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         """Everything the service printed so far (stdout and stderr)."""
@@ -262,13 +263,17 @@ class ServeProcess:
 
     def metrics(self, headers: Mapping[str, str] | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """A parsed scrape of ``/metrics``."""
-        status, body = http_get(self.url("/metrics"), headers)
+        status, body = http_get(self.url("/metrics"), headers or self.metrics_headers)
         assert status == 200, body
         return parse_metrics(body.decode())
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of a fresh scrape (0 when absent)."""
         return sample(self.metrics(), name, **labels)
+
+    def wait_logged(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the service has printed ``text``."""
+        wait_until(lambda: text in self.log(), timeout, f"{text!r} in the service log", interval=0.05)
 
     def wait_metric(self, name: str, value: float, timeout: float = 20.0, **labels: str) -> float:
         """Wait until the sample is at least ``value``; returns it."""
