@@ -68,13 +68,15 @@ def multi_run_lines() -> list[str]:
     return MULTI_RUN_LOG.read_text(encoding="utf-8").splitlines()
 
 
-def expected_issues(lines: list[str]) -> dict[str, int]:
-    """Fingerprint → occurrences that the offline pipeline finds in ``lines`` (the reference)."""
+def expected_issues(lines: list[str], run_id: str | None = None) -> dict[str, int]:
+    """Fingerprint → occurrences that the offline pipeline finds in ``lines`` (the reference), optionally of one run."""
     session = TriageSession(load_config(None, {}))
     for i, line in enumerate(lines, 1):
         session.feed(RawRecord(line, "expected", None, i))
     session.finish(EndReason.EOF)
-    return {fp: issue.occurrences for fp, issue in session.memory.issues.items()}
+    return {
+        fp: issue.occurrences for fp, issue in session.memory.issues.items() if run_id is None or issue.run_id == run_id
+    }
 
 
 def stored_issues(db: str | Path) -> dict[str, int]:
