@@ -210,6 +210,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level, config.logging.json, config.secrets.values())
     try:
         return asyncio.run(serve(config))
-    except (PatternError, StoreError) as exc:
+    except (ConfigError, PatternError, StoreError) as exc:
         log.error("%s", exc)
         return 2
