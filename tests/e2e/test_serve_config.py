@@ -115,3 +115,25 @@ def test_serve_with_a_config_file_answers_health_and_readiness(tmp_path: Path) -
         assert b'"ready": true' in body and b'"syslog_listening": true' in body
         assert serve.stop() == 0
     assert "stopped" in serve.log()
+
+
+def test_an_unreadable_tls_certificate_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    """A cert/key file that is not PEM ends serve with exit 2 and a message naming the keys."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n", encoding="utf-8")
+    cfg = tmp_path / "tls.toml"
+    cfg.write_text(
+        toml_text(
+            {
+                "store": {"path": str(tmp_path / "s.db")},
+                "server": {"http_port": 0},
+                "sources.syslog": {"port": 0, "tls_cert_file": str(junk), "tls_key_file": str(junk)},
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = serve_once(["--config", str(cfg)])
+    assert result.returncode == 2
+    assert "sources.syslog.tls_cert_file / tls_key_file: cannot load" in result.stderr
+    assert "give a PEM certificate and its matching private key" in result.stderr
+    assert "Traceback" not in result.stderr
