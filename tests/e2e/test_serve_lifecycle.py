@@ -32,6 +32,7 @@ from tests.e2e.serve_harness import (
     send_tcp,
     stored_issues,
     stored_runs,
+    wait_closed,
     wait_for,
 )
 
@@ -255,6 +256,15 @@ def test_json_logs_are_structured_and_never_print_secrets(tmp_path: Path) -> Non
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(drain, timeout=10)
             assert refused.value.code == 401
+            # A broken request quoting the real token: aiohttp logs the offending bytes with a traceback.
+            token = secrets["STREAM_TRIAGE_DRAIN_TOKEN"]
+            with socket.create_connection(("127.0.0.1", serve.http_port), timeout=10) as raw:
+                raw.sendall(
+                    b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                    + f"Content-Length: {token}\r\n\r\n".encode()
+                )
+                assert wait_closed(raw).startswith(b"HTTP/1.0 400")
+            serve.wait_logged("Error handling request")
             serve.wait_metric("stream_triage_lines_received_total", 1, source="syslog")
             assert serve.metric("stream_triage_auth_failures_total", source="syslog") == 1
             assert serve.metric("stream_triage_auth_failures_total", source="http_drain") == 1
