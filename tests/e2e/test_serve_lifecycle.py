@@ -7,7 +7,7 @@ import signal
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -278,3 +278,45 @@ def test_json_logs_are_structured_and_never_print_secrets(tmp_path: Path) -> Non
     assert "RENDER_API_KEY rejected" in messages
     for value in [*secrets.values(), *wrong]:
         assert value not in output
+
+
+class SlowSink:
+    """An outbox sink that takes its time to stop, as Airtable does while delivering the last changes."""
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def stop(self, timeout: float) -> None:
+        self.stopping.set()
+        await asyncio.wait_for(self.release.wait(), timeout)
+
+
+def test_a_drain_upload_straddling_shutdown_is_refused_not_acknowledged_and_lost(tmp_path: Path) -> None:
+    """A body that completes after the queue was drained gets 503 (the sender retries), never a 2xx for lost lines."""
+
+    async def scenario() -> None:
+        async with running_service(in_process_config(tmp_path)) as run, aiohttp.ClientSession() as http:
+            service = run.service
+            sink = SlowSink()
+            service.sinks.append(sink)
+            release = asyncio.Event()
+
+            async def body() -> AsyncIterator[bytes]:
+                yield (INFO + "\n").encode()
+                await release.wait()
+                yield (INFO + "\n").encode()
+
+            url = f"http://127.0.0.1:{service.http_port}/drain"
+            upload = asyncio.create_task(http.post(url, data=body(), headers={"Content-Type": "text/plain"}))
+            await asyncio.sleep(0.2)  # the handler is now waiting for the rest of the body
+            stopping = asyncio.create_task(service.stop())
+            await asyncio.wait_for(sink.stopping.wait(), 10)  # queue drained, runs flushed; sinks finishing
+            release.set()
+            resp = await asyncio.wait_for(upload, 10)
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+            sink.release.set()
+            await asyncio.wait_for(stopping, 15)
+            assert run.metric("stream_triage_lines_received_total", source="http_drain") == 0
+
+    run_async(scenario)
