@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -202,13 +203,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"stream-triage: {exc}")
+        print(f"stream-triage: {exc}", file=sys.stderr)
         return 2
     if args.db:
         config.store.path = args.db
     setup_logging(config.logging.level, config.logging.json, config.secrets.values())
     try:
         return asyncio.run(serve(config))
-    except (PatternError, StoreError) as exc:
+    except (ConfigError, PatternError, StoreError) as exc:
         log.error("%s", exc)
         return 2

@@ -55,12 +55,19 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", json: bool = False, secrets: Iterable[str] = ()) -> None:
-    """Configure the ``stream_triage`` logger once for the process."""
+    """Configure logging once for the process: ``stream_triage`` at ``level``, libraries at WARNING.
+
+    The handler sits on the root logger so that library records (aiohttp's "Error handling request"
+    tracebacks quote the offending request bytes, headers included) are redacted and formatted too.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RedactingFilter(secrets))
     handler.setFormatter(
         _JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    log.handlers[:] = [handler]
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    log.handlers[:] = []
     log.setLevel(level.upper())
-    log.propagate = False
+    log.propagate = True

@@ -45,6 +45,7 @@ class PipelineRunner:
         self._listeners: list[ChangeListener] = []
         self._task: asyncio.Task[None] | None = None
         self._matched_seen: dict[tuple[str, str], int] = {}
+        self._parked: list[tuple[str, list[RawRecord]]] = []
         self.lines_processed = 0
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -57,7 +58,13 @@ class PipelineRunner:
         if records:
             self.metrics.lines_received.labels(source=source).inc(len(records))
             self.metrics.last_line_received.labels(source=source).set(self.clock())
-            await self.queue.put((source, records))
+            try:
+                await self.queue.put((source, records))
+            except asyncio.CancelledError:
+                # Cancelled while waiting for room (a source stopping at shutdown): the batch was read and
+                # counted, so keep it; ``drain`` processes it after the queue.
+                self._parked.append((source, records))
+                raise
             self.metrics.queue_depth.labels(source=source).inc(len(records))
 
     def offer(self, source: str, records: list[RawRecord]) -> bool:
@@ -137,12 +144,18 @@ class PipelineRunner:
 
     # ------------------------------------------------------------------ shutdown
     async def drain(self, reason: EndReason = EndReason.SHUTDOWN) -> None:
-        """Process everything queued, then flush every open run to the store."""
+        """Process everything queued (and batches whose submit was cancelled), then flush every open run."""
         await self.queue.join()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        parked, self._parked = self._parked, []
+        for _source, records in parked:
+            flushes = self.triage.process_many(records, self.clock())
+            self.lines_processed += len(records)
+            if flushes:
+                await self.write(flushes)
         flushes = self.triage.flush_all(reason)
         self._sync_match_counts()
         if flushes:

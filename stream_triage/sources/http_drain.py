@@ -81,6 +81,9 @@ class HttpDrainSource:
             if len(body) > limit:
                 return _error(413, f"body larger than {limit} bytes")
         records, rejected = self._parse(bytes(body), ctype, request)
+        if not self.accepting:
+            # Shutdown began while the body arrived: the queue may be drained already, so a 2xx would lose it.
+            return _error(503, "shutting down", retry_after=5)
         if not self.runner.offer(SOURCE, records):
             return _error(503, "pipeline queue full; retry", retry_after=1)
         if frame_id:

@@ -16,6 +16,7 @@ import logging
 import ssl
 
 from stream_triage.config import SyslogSourceConfig
+from stream_triage.errors import ConfigError
 from stream_triage.records import RawRecord
 from stream_triage.runner import PipelineRunner
 from stream_triage.sources.files import split_lines
@@ -48,7 +49,17 @@ class SyslogSource:
         self.token = token
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._ssl = tls_context(config.tls_cert_file, config.tls_key_file) if config.tls_cert_file else None
+        self._ssl: ssl.SSLContext | None = None
+        if config.tls_cert_file:
+            try:
+                self._ssl = tls_context(config.tls_cert_file, config.tls_key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    [
+                        f"sources.syslog.tls_cert_file / tls_key_file: cannot load {config.tls_cert_file!r} and "
+                        f"{config.tls_key_file!r} ({exc}); give a PEM certificate and its matching private key"
+                    ]
+                ) from None
 
     @property
     def port(self) -> int:
@@ -69,7 +80,7 @@ class SyslogSource:
         log.info("syslog listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self._ssl else "plain TCP")
 
     async def stop(self) -> None:
-        """Stop accepting, let open connections finish what they already sent, then close them."""
+        """Stop accepting and close every connection; a batch already read is still processed (see ``submit``)."""
         if self._server is None:
             return
         self._server.close()

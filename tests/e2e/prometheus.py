@@ -232,8 +232,7 @@ def run_prometheus(
         config = workdir / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(
-                prometheus_config(target, rule_files=rules, job=job, metrics_path=metrics_path,
-                                  token_file=token_file)
+                prometheus_config(target, rule_files=rules, job=job, metrics_path=metrics_path, token_file=token_file)
             ),
             encoding="utf-8",
         )
@@ -264,9 +263,7 @@ def run_prometheus(
 def _wait_ready(server: PrometheusServer, timeout: float) -> None:
     def ready() -> bool:
         if server.process.poll() is not None:
-            raise PrometheusError(
-                f"prometheus exited with {server.process.returncode}:\n{server.log_path.read_text()}"
-            )
+            raise PrometheusError(f"prometheus exited with {server.process.returncode}:\n{server.log_path.read_text()}")
         try:
             with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:
                 return resp.status == 200
@@ -290,9 +287,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-def promtool(
-    *args: str, stdin: bytes | None = None, timeout: float = 60.0
-) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, stdin: bytes | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``promtool`` with ``args``; output as text, never raises on a non-zero exit."""
     binary = require_binary("promtool")
     return subprocess.run(
@@ -352,7 +347,6 @@ def serve_app_in_thread(app: web.Application, host: str = "127.0.0.1") -> Iterat
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
-
 
 
 def require_module(name: str, install: str) -> Any:

@@ -75,9 +75,7 @@ def _app(m: Metrics, token: str | None) -> web.Application:
 @pytest.fixture(scope="module")
 def scraped() -> Iterator[Scraped]:
     m = Metrics(CollectorRegistry(), sinks=("airtable",), patterns=PATTERNS)
-    m.set_open_issues_source(
-        lambda: [(Severity.CRITICAL, Status.NEW, 1), (Severity.ERROR, Status.INVESTIGATING, 2)]
-    )
+    m.set_open_issues_source(lambda: [(Severity.CRITICAL, Status.NEW, 1), (Severity.ERROR, Status.INVESTIGATING, 2)])
     load_realistic_traffic(m)
     with serve_app_in_thread(_app(m, None)) as port, run_prometheus(f"127.0.0.1:{port}") as prom:
         prom.wait_for_scrapes(3)
@@ -156,16 +154,18 @@ def test_scraping_with_a_bearer_token(prom_token: str, up: bool) -> None:
     """With a metrics token set, Prometheus' credentials_file must match it or the target is down (401)."""
     m = Metrics(CollectorRegistry())
     m.line_received("syslog", NOW, count=7)
-    with serve_app_in_thread(_app(m, "scrape-token-1")) as port, run_prometheus(
-        f"127.0.0.1:{port}", bearer_token=prom_token, rule_files=[]
-    ) as prom:
+    with (
+        serve_app_in_thread(_app(m, "scrape-token-1")) as port,
+        run_prometheus(f"127.0.0.1:{port}", bearer_token=prom_token, rule_files=[]) as prom,
+    ):
         if up:
             prom.wait_for_scrapes(2)
             assert prom.value('stream_triage_lines_received_total{source="syslog"}') == 7
         else:
             target = wait_until(
                 lambda: next((t for t in prom.targets() if t["health"] == "down"), None),
-                30, "the target to be reported down",
+                30,
+                "the target to be reported down",
             )
             assert "401" in target["lastError"]
             assert prom.value("stream_triage_lines_received_total") is None
