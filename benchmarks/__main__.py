@@ -8,7 +8,6 @@ because these machines are noisy. Corpora are generated deterministically into b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -16,35 +15,34 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import orjson
 
-from benchmarks.cases import CASES, peak_rss_mb
+from benchmarks.cases import CASES, child
 
 HERE = Path(__file__).resolve().parent
-
-
-def _child(name: str, workdir: str, scale: float, cpu: int, queue: Any) -> None:
-    with contextlib.suppress(AttributeError, OSError):  # not every platform can pin
-        os.sched_setaffinity(0, {cpu})
-    try:
-        result = CASES[name](Path(workdir), scale)
-        result["peak_rss_mb"] = peak_rss_mb()
-        queue.put(result)
-    except BaseException as exc:  # report, don't hang the parent
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
-        raise
 
 
 def run_case(name: str, workdir: Path, scale: float, cpu: int) -> dict[str, Any]:
     """Run one case once in a pinned child process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(name, str(workdir), scale, cpu, queue))
+    proc = ctx.Process(target=child, args=(name, str(workdir), scale, cpu, queue))
     proc.start()
-    result = queue.get(timeout=1800)
+    deadline = time.monotonic() + 1800
+    result: dict[str, Any] | None = None
+    while result is None and time.monotonic() < deadline:
+        try:
+            result = queue.get(timeout=1)
+        except Empty:
+            if not proc.is_alive() and queue.empty():
+                result = {"error": f"child exited with code {proc.exitcode} without a result"}
     proc.join(60)
+    if result is None:
+        proc.kill()
+        result = {"error": "timed out after 30 minutes"}
     if result.get("lines") and result.get("seconds"):
         result["lines_per_s"] = result["lines"] / result["seconds"]
     return result

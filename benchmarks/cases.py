@@ -7,6 +7,7 @@ Every case is a function ``case(workdir, scale) -> dict`` with at least ``lines`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import multiprocessing as mp
 import os
@@ -228,13 +229,22 @@ def _frames(lines: list[str]) -> bytes:
     return b"".join(out)
 
 
+def _other_core() -> None:
+    # The sender must not share the service's core: it stands for another machine.
+    with contextlib.suppress(AttributeError, OSError):
+        if (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {1})
+
+
 def _send_syslog(port: int, payload: bytes, ready: Any) -> None:
+    _other_core()
     ready.wait()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(payload)
 
 
 def _send_http(port: int, bodies: list[tuple[bytes, int]], ready: Any) -> None:
+    _other_core()
     ready.wait()
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for n, (body, count) in enumerate(bodies):
@@ -332,3 +342,16 @@ CASES = {
     "live_syslog": live_syslog,
     "live_http": live_http,
 }
+
+
+def child(name: str, workdir: str, scale: float, cpu: int, queue: Any) -> None:
+    """Entry point of a benchmark child process: pin to ``cpu``, run the case, report its result."""
+    with contextlib.suppress(AttributeError, OSError):  # not every platform can pin
+        os.sched_setaffinity(0, {cpu})
+    try:
+        result = CASES[name](Path(workdir), scale)
+        result["peak_rss_mb"] = peak_rss_mb()
+        queue.put(result)
+    except BaseException as exc:  # report, don't leave the parent waiting
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise

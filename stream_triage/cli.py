@@ -128,15 +128,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args)
     store = None if args.no_store else _store(config)
     session = TriageSession(config, store)
-    bad = 0
+
+    def report(problem: InputError) -> None:
+        print(f"stream-triage: {problem}", file=sys.stderr)
+
     try:
-        feed = session.feed
-        for item in read_inputs(args.files, Position()):
-            if isinstance(item, InputError):
-                bad += 1
-                print(f"stream-triage: {item}", file=sys.stderr)
-                continue
-            feed(item)
+        bad = session.feed_all(read_inputs(args.files, Position()), report)
         session.finish(EndReason.EOF)
     finally:
         if store is not None:

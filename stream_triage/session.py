@@ -17,6 +17,7 @@ from stream_triage.sinks.memory import MemoryStore
 from stream_triage.sinks.sqlite import IssueStore
 
 _STORE_BATCH = 256  # flushes per store transaction
+_CHUNK = 2048  # records per pipeline chunk
 
 
 class TriageSession:
@@ -47,16 +48,27 @@ class TriageSession:
     def feed_all(
         self, items: Iterable[RawRecord | InputError], on_error: Callable[[InputError], None] | None = None
     ) -> int:
-        """Process every record of an input stream; bad records go to ``on_error``. Returns how many were bad."""
+        """Process every record of an input stream in chunks; bad records go to ``on_error``.
+
+        Returns how many records were bad.
+        """
         bad = 0
-        process = self.triage.process
+        chunk: list[RawRecord] = []
+        process = self.triage.process_chunk
         for item in items:
             if isinstance(item, InputError):
                 bad += 1
                 if on_error is not None:
                     on_error(item)
                 continue
-            flushes = process(item)
+            chunk.append(item)
+            if len(chunk) >= _CHUNK:
+                flushes = process(chunk)
+                chunk = []
+                if flushes:
+                    self._deliver(flushes)
+        if chunk:
+            flushes = process(chunk)
             if flushes:
                 self._deliver(flushes)
         return bad

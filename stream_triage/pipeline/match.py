@@ -173,3 +173,71 @@ def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
     except Exception:  # hyperscan.error: syntax it does not support
         return None
     return db
+
+
+class ChunkScanner:
+    """Finds, in one Hyperscan pass over a whole chunk of lines, where any of some regexes may match.
+
+    Used by the pipeline's fast path: a line nothing can match needs no parse and no regex at all.
+    Expressions are compiled in prefilter, multi-line mode with their ``^`` anchors removed (they are
+    written against the message, which starts after the run tag), so the result is a superset.
+    Construction raises ``ValueError`` when Hyperscan is missing or rejects an expression.
+    """
+
+    def __init__(self, expressions: list[tuple[str, bool]], group_of: list[int] | None = None) -> None:
+        if _hs is None:
+            raise ValueError("hyperscan is not installed")
+        self.group_of = group_of or [0] * len(expressions)
+        # No SINGLEMATCH here: every line that matches must be reported, not just the first.
+        base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_MULTILINE
+        self._db = _hs.Database()
+        try:
+            self._db.compile(
+                expressions=[_unanchor(rx).encode("utf-8") for rx, _ in expressions],
+                ids=list(range(len(expressions))),
+                flags=[base | _hs.HS_FLAG_CASELESS if caseless else base for _, caseless in expressions],
+            )
+        except Exception as exc:  # hyperscan.error: unsupported syntax
+            raise ValueError(f"hyperscan rejected an expression: {exc}") from None
+        self._hits: list[tuple[int, int]] = []
+
+    def scan(self, data: bytes) -> list[tuple[int, int]]:
+        """(expression id, end offset just past the match) of every hit in ``data``."""
+        hits = self._hits = []
+        self._db.scan(data, match_event_handler=self._on_hit)
+        return hits
+
+    def _on_hit(self, pid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+        self._hits.append((pid, to))
+
+
+def _unanchor(rx: str) -> str:
+    """Drop ``^`` anchors outside character classes: a superset, for matching inside whole lines."""
+    out: list[str] = []
+    i, n, in_class = 0, len(rx), False
+    while i < n:
+        c = rx[i]
+        if c == "\\" and i + 1 < n:
+            out.append(rx[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            if i + 1 < n and rx[i + 1] == "^":
+                out.append("^")
+                i += 1
+            if i + 1 < n and rx[i + 1] == "]":
+                out.append("]")
+                i += 1
+            i += 1
+            continue
+        elif c == "^":
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)

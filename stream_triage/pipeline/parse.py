@@ -8,12 +8,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from stream_triage.config import DEFAULT_LINE_REGEX
 from stream_triage.records import LogLine, RawRecord
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # `[2025-11-03T08:15:22.429113507Z] ` as Render's log viewer and API dumps prefix lines.
 _ISO_PREFIX = re.compile(r"\[?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\]?\s")
-_LEVEL_ALIASES = {
+LEVEL_ALIASES = {
     "WARNING": "WARN",
     "ERR": "ERROR",
     "FATAL": "CRITICAL",
@@ -23,11 +24,37 @@ _LEVEL_ALIASES = {
 }
 
 
+_RUN_ONLY = re.compile(r"^\[(?P<run>\d{6}-\d{6})(?:-(?P<suffix>[^\]]+))?\]\s?(?P<message>.*)$")
+
+
+_UTC_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
+_SECOND_CACHE: dict[str, float] = {}
+
+
 def parse_iso_time(text: str) -> float | None:
     """Parse an RFC 3339 / ISO 8601 timestamp into epoch seconds; ``None`` if it is not one.
 
-    Nanosecond fractions (Render) are cut to microseconds, which ``datetime`` can hold.
+    Nanosecond fractions (Render) are cut to microseconds, which ``datetime`` can hold. The common
+    UTC form (``…T08:15:22.429Z``) is parsed from a per-second cache: lines share their second.
     """
+    m = _UTC_SECOND.match(text)
+    if m is not None:
+        second = text[:19]
+        base = _SECOND_CACHE.get(second)
+        if base is None:
+            try:
+                base = datetime.fromisoformat(second).replace(tzinfo=UTC).timestamp()
+            except ValueError:
+                return None
+            if len(_SECOND_CACHE) > 4096:
+                _SECOND_CACHE.clear()
+            _SECOND_CACHE[second] = base
+        frac = m.group(1)
+        return base + float(frac[:7]) if frac else base
+    return _parse_iso_general(text)
+
+
+def _parse_iso_general(text: str) -> float | None:
     try:
         if "." in text:
             head, _, frac = text.partition(".")
@@ -52,7 +79,7 @@ def strip_ansi(text: str) -> str:
 class LineParser:
     """Split lines with the configured run-tag regex; precomputes everything in ``__init__``."""
 
-    __slots__ = ("_bracket_only", "_groups", "_match")
+    __slots__ = ("_bracket_only", "_groups", "_match", "_run_only")
 
     def __init__(self, line_regex: str) -> None:
         compiled = re.compile(line_regex)
@@ -61,6 +88,7 @@ class LineParser:
         # Only a regex anchored on "[" lets lines not starting with "[" skip the regex; a custom
         # format (`ERROR run=… msg`) must still be tried on every line.
         self._bracket_only = line_regex.startswith(r"^\[")
+        self._run_only = _RUN_ONLY.match if line_regex == DEFAULT_LINE_REGEX else None
 
     def __call__(self, record: RawRecord) -> LogLine:
         """Parse one raw record. Never raises: an unrecognised line is an untagged line."""
@@ -84,7 +112,12 @@ class LineParser:
             return line
         m = self._match(body)
         if m is None:
-            return line
+            if self._run_only is None:
+                return line
+            # A line tagged with a run id alone still belongs to that run (the fast path relies on it).
+            m = self._run_only(body)
+            if m is None:
+                return line
         groups = m.groupdict()
         line.message = groups.get("message") or ""
         run = groups.get("run")
@@ -98,5 +131,5 @@ class LineParser:
         level = groups.get("level")
         if level:
             level = level.upper()
-            line.level = _LEVEL_ALIASES.get(level, level)
+            line.level = LEVEL_ALIASES.get(level, level)
         return line

@@ -110,6 +110,11 @@ class RunBuffer:
         self.checked_lines = 0
         self.counts: dict[str, int] = {}
 
+    @property
+    def settled(self) -> bool:
+        """Whether run type (the first rule matched) and stream are both known: no line can change them."""
+        return self.run_type_rank == 0 and self.stream is not None
+
     def add_line(self, text: str) -> None:
         """Append a (truncated) line to the ring and to every collector still wanting lines."""
         if self.collectors:

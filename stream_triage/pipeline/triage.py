@@ -11,11 +11,13 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 import regex
 
 from stream_triage.config import Config
 from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
+from stream_triage.pipeline.fastpath import FastPath
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.match import PatternSet
 from stream_triage.pipeline.parse import LineParser
@@ -31,15 +33,17 @@ from stream_triage.pipeline.stacktrace import is_continuation, starts_traceback,
 from stream_triage.records import EndReason, Issue, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
 
 RUN_INCOMPLETE = "run-incomplete"
-_METADATA_LINES = 500  # run type / stream are looked for in a run's first lines only
+_METADATA_LINES = 100  # run type / stream are announced at a run's start; later lines are not examined
 _TICK_EVERY_S = 1.0
+_CHUNK = 2048  # records per fast-path chunk
 
 
 @dataclass(slots=True)
 class _SourceState:
-    """Per source: the event that continuation lines attach to."""
+    """Per source: the run of the last head line (continuation lines join it) and its open event."""
 
     event: Event | None = None
+    run: RunBuffer | None = None
     in_traceback: bool = False
 
 
@@ -70,6 +74,7 @@ class Triage:
         r, f = config.route, config.flush
         self.patterns = patterns if patterns is not None else build_patterns(config)
         self._parse = LineParser(config.parse.line_regex)
+        self._fast = FastPath.build(config, self.patterns)
         self._redact = Redactor(config.redact.extra_patterns)
         self._markers = [regex.compile(m) for m in config.flush.completion_markers]
         self._run_types = [(rule.name, regex.compile(rule.regex)) for rule in config.run_metadata.run_types]
@@ -104,7 +109,111 @@ class Triage:
         return self.process_line(line, now)
 
     def process_many(self, records: Iterable[RawRecord], now: float | None = None) -> list[RunFlush]:
-        """Feed several records; returns every flush they caused."""
+        """Feed several records (in chunks, through the fast path when it applies); returns the flushes."""
+        out: list[RunFlush] = []
+        it = iter(records)
+        while chunk := list(islice(it, _CHUNK)):
+            flushes = self.process_chunk(chunk, now)
+            if flushes:
+                out.extend(flushes)
+        return out
+
+    def process_chunk(self, records: list[RawRecord], now: float | None = None) -> list[RunFlush]:
+        """Feed a chunk of records. Equivalent to feeding them one by one, much faster.
+
+        One Hyperscan pass over the whole chunk flags the lines that any pattern, level or completion
+        marker could concern (and non-ASCII ones); one short anchored match per line finds its run id.
+        The rest — ordinary lines of open runs whose type and stream are known, usually 95 % or more —
+        only update their run's context ring and counters: no parse, no pattern matching.
+        """
+        fast = self._fast
+        if fast is None or len(records) < 8:
+            return self._slow(records, now)
+        texts = [r.text for r in records]
+        hot, meta = fast.flagged("\n".join(texts), texts)
+        flushes: list[RunFlush] = []
+        parse, process_line, tag = self._parse, self.process_line, fast.tag
+        runs, sources = self.runs, self._sources
+        chars = self._chars
+        last_idx: dict[str, int] = {}
+        prefixes: dict[int, str] = {}
+        fast_lines = 0
+        src_name: str | None = None
+        src: _SourceState | None = None
+        for i, text in enumerate(texts):
+            m = tag(text) if i not in hot else None
+            run = runs.get(m.group(2)) if m is not None else None
+            if run is None or (i in meta and run.checked_lines < _METADATA_LINES and not run.settled):
+                if last_idx:  # the full path may tick or flush: it must see the fast lines' times
+                    self._fast_times(records, last_idx, prefixes, now)
+                out = process_line(parse(records[i]), now)
+                if out:
+                    flushes.extend(out)
+                src_name = None
+                continue
+            record = records[i]
+            if record.source is not src_name:
+                src_name = record.source
+                src = sources.get(src_name)
+                if src is None:
+                    src = sources[src_name] = _SourceState()
+            assert src is not None
+            ev = src.event
+            if ev is not None:
+                if not ev.done:
+                    flushes.extend(self._finish(ev))
+                src.event = None
+            src.run = run
+            src.in_traceback = False
+            prefix = m.group(1)  # type: ignore[union-attr]
+            if prefix:
+                text = text[len(prefix) :]
+                prefixes[i] = prefix
+            if len(text) > chars:
+                text = text[:chars] + "…"
+            if run.collectors:
+                run.add_line(text)
+            else:
+                run.ring.append(text)
+            client = m.group(3) or m.group(4)  # type: ignore[union-attr]
+            if client and client not in run.client_ids and client != "SYSTEM":
+                run.note_client(client)
+            run.lines += 1
+            run.checked_lines += 1
+            run.last_activity = self.now
+            last_idx[run.key] = i
+            fast_lines += 1
+        self.lines_processed += fast_lines
+        self._fast_times(records, last_idx, prefixes, now)
+        return self._maybe_tick(flushes)
+
+    def _fast_times(
+        self, records: list[RawRecord], last_idx: dict[str, int], prefixes: dict[int, str], now: float | None
+    ) -> None:
+        """Apply the times of fast-path lines: each touched run's last line, parsed once; runs move to
+        the recent end of the activity order in the order they were last seen."""
+        fast = self._fast
+        assert fast is not None
+        runs = self.runs
+        for rid, i in sorted(last_idx.items(), key=lambda kv: kv[1]):
+            run = runs.get(rid)
+            if run is None:
+                continue
+            ts = records[i].ts
+            if ts is None:
+                ts = fast.time_of(prefixes.get(i, ""))
+            t = now if now is not None else ts
+            if t is not None and t > self.now:
+                self.now = t
+            if ts is not None:
+                if run.first_ts is None:
+                    run.first_ts = ts
+                run.last_ts = ts
+            run.last_activity = self.now
+            runs.move_to_end(rid)
+        last_idx.clear()
+
+    def _slow(self, records: list[RawRecord], now: float | None) -> list[RunFlush]:
         out: list[RunFlush] = []
         parse = self._parse
         for record in records:
@@ -127,13 +236,13 @@ class Triage:
         text = line.text if len(line.text) <= self._chars else line.text[: self._chars] + "…"
 
         if line.run_id is None and line.level is None:
-            ev = src.event
-            if ev is not None and is_continuation(line.text, src.in_traceback):
-                run = ev.run
+            run = src.run
+            if run is not None and is_continuation(line.text, src.in_traceback):
                 run.lines += 1
                 self._touch(run, line.ts, now_)
                 run.add_line(text)
-                if ev.match is not None and not ev.done and len(ev.trace) < self._max_stack:
+                ev = src.event
+                if ev is not None and ev.match is not None and not ev.done and len(ev.trace) < self._max_stack:
                     ev.trace.append(line.text)
                 if not src.in_traceback and starts_traceback(line.text):
                     src.in_traceback = True
@@ -161,6 +270,7 @@ class Triage:
             run.collectors.append(collector)
         ev = Event(run=run, line=line, match=match, collector=collector)
         src.event = ev
+        src.run = run
         src.in_traceback = starts_traceback(line.text)
         if not run.is_system and line.run_id is not None and self._is_marker(line.message):
             flushes.extend(self._finish(ev))
@@ -331,6 +441,8 @@ class Triage:
         for src in self._sources.values():
             if src.event is not None and src.event.run is run:
                 src.event = None
+            if src.run is run:
+                src.run = None
         if pre:
             # Early partial flushes of the same run travel together with the final one.
             flush.issues = [i for f in pre for i in f.issues] + flush.issues
@@ -374,7 +486,9 @@ class Triage:
                     masked_message=acc.masked,
                     run_id=run.run_id,
                     source=run.source,
-                    client_id=line.run_suffix or line.client or (run.client_ids[0] if run.client_ids else None),
+                    client_id=line.run_suffix
+                    or line.client
+                    or (run.client_ids[0] if len(run.client_ids) == 1 else None),
                     operation=line.operation,
                     service=acc.service,
                     stack_trace=redact("\n".join(trace)),
