@@ -71,10 +71,13 @@ _SCREEN = (
 )
 
 
+_CACHE_SIZE = 8192
+
+
 class Redactor:
     """Replaces secrets in text. Compiled once; ``extra`` patterns replace their whole match."""
 
-    __slots__ = ("_quick", "_rules")
+    __slots__ = ("_cache", "_quick", "_rules")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         rules: list[tuple[re.Pattern[str], str]] = []
@@ -86,11 +89,23 @@ class Redactor:
         self._rules = rules
         # Cheap screen: most lines hold none of these substrings, and then no built-in rule can match.
         self._quick = None if extra else re.compile(_SCREEN, re.IGNORECASE | re.MULTILINE)
+        # Context windows of neighbouring issues overlap: a run's flush redacts the same lines many
+        # times over. Bounded; cleared when full.
+        self._cache: dict[str, str] = {}
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret replaced by ``[REDACTED]``."""
-        if not text or (self._quick is not None and self._quick.search(text) is None):
+        if not text:
             return text
-        for pattern, replacement in self._rules:
-            text = pattern.sub(replacement, text)
+        cache = self._cache
+        done = cache.get(text)
+        if done is not None:
+            return done
+        original = text
+        if self._quick is None or self._quick.search(text) is not None:
+            for pattern, replacement in self._rules:
+                text = pattern.sub(replacement, text)
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[original] = text
         return text

@@ -175,7 +175,8 @@ class IssueStore:
                                     "WHERE fingerprint=? AND run_id=?",
                                     (issue.occurrences, issue.fingerprint, issue.run_id),
                                 )
-                        existing = self._get(issue.fingerprint)
+                        # The merge needs no run list (Runs Affected is a stored count): skip loading it.
+                        existing = self._get(issue.fingerprint, with_run_ids=False)
                         stored, kind = merge_issue(existing, issue, new_run)
                         self._put(stored, now, created=existing is None)
                         change = IssueChange(stored.fingerprint, kind, stored.severity, stored.status)
@@ -303,17 +304,21 @@ class IssueStore:
             raise KeyError(fingerprint)
         return self._row_to_issue(rows[0])
 
-    def _get(self, fingerprint: str) -> StoredIssue | None:
+    def _get(self, fingerprint: str, with_run_ids: bool = True) -> StoredIssue | None:
         row = self._db.execute(f"SELECT {_ISSUE_COLUMNS} FROM issues WHERE fingerprint=?", (fingerprint,)).fetchone()
-        return self._row_to_issue(row) if row else None
+        return self._row_to_issue(row, with_run_ids) if row else None
 
-    def _row_to_issue(self, row: sqlite3.Row) -> StoredIssue:
-        run_ids = [
-            r[0]
-            for r in self._db.execute(
-                "SELECT run_id FROM issue_runs WHERE fingerprint=? ORDER BY run_id", (row["fingerprint"],)
-            )
-        ]
+    def _row_to_issue(self, row: sqlite3.Row, with_run_ids: bool = True) -> StoredIssue:
+        run_ids = (
+            [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT run_id FROM issue_runs WHERE fingerprint=? ORDER BY run_id", (row["fingerprint"],)
+                )
+            ]
+            if with_run_ids
+            else []
+        )
         return StoredIssue(
             fingerprint=row["fingerprint"],
             timestamp=row["timestamp"],
