@@ -17,11 +17,11 @@ run: install
 	$(BIN)/stream-triage serve $(ARGS)
 
 test: install
-	$(BIN)/ruff check stream_triage tests benchmarks
+	$(BIN)/ruff check stream_triage tests benchmarks grafana
 	$(BIN)/pytest -q $(ARGS)
 
 lint: install
-	$(BIN)/ruff check stream_triage tests benchmarks
+	$(BIN)/ruff check stream_triage tests benchmarks grafana
 
 bench: install
 	$(BIN)/python -m benchmarks $(ARGS)
