@@ -33,8 +33,11 @@ _PREFIX_TIME = re.compile(r"\[?([^\]\s]+)")
 class FastPath:
     """Chunk classification for the default line format."""
 
-    def __init__(self, scanner: ChunkScanner) -> None:
+    def __init__(self, scanner: ChunkScanner, pattern_of: list[int]) -> None:
         self._scanner = scanner
+        # Expression id → index of the pattern it stands for in the PatternSet, or -1 for expressions
+        # (levels, markers, escapes) whose lines always take the full path.
+        self._pattern_of = pattern_of
 
     @classmethod
     def build(cls, config: Config, patterns: PatternSet) -> FastPath | None:
@@ -42,10 +45,12 @@ class FastPath:
         if config.parse.line_regex != DEFAULT_LINE_REGEX:
             return None
         hot: list[tuple[str, bool]] = []  # (expression, caseless)
+        pattern_of: list[int] = []
         levels: set[str] = set()
-        for spec in patterns.specs:
+        for index, spec in enumerate(patterns.specs):
             if spec.regex:
                 hot.append((spec.regex, not spec.case_sensitive))
+                pattern_of.append(index)
             else:
                 levels.update(spec.levels or ())
         if levels:
@@ -56,8 +61,9 @@ class FastPath:
         # Run-type and stream rules: such a line must take the full path while its run is unclassified.
         meta = [(rule.regex, False) for rule in config.run_metadata.run_types]
         meta.append((config.run_metadata.stream_regex, False))
+        pattern_of += [-1] * (len(hot) - len(pattern_of))
         try:
-            return cls(ChunkScanner(hot + meta, [0] * len(hot) + [1] * len(meta)))
+            return cls(ChunkScanner(hot + meta, [0] * len(hot) + [1] * len(meta)), pattern_of)
         except ValueError:
             return None
 
@@ -66,24 +72,32 @@ class FastPath:
         """The line's (ISO prefix, run id) match, or ``None`` for a line that is not run-tagged."""
         return _TAG.match(text)
 
-    def flagged(self, blob: str, texts: list[str]) -> tuple[set[int], set[int]]:
-        """Indexes of the lines that need the full path ("hot"), and of those a run-type or stream rule
-        may match ("meta": full path only while their run is unclassified).
+    def flagged(self, blob: str, texts: list[str]) -> tuple[set[int], dict[int, set[int]], set[int]]:
+        """Classify the lines of a chunk: (full, candidates, meta).
 
-        Non-ASCII lines are always hot: the scanner works with ASCII semantics, ``regex`` with Unicode
-        ones. They are found with one regex pass and replaced by ``?`` for the scan, so byte offsets in
-        the scanned data are character offsets in ``blob``.
+        ``full``: lines that must take the full path — non-ASCII ones (the scanner works with ASCII
+        semantics, ``regex`` with Unicode ones), and those a level, completion marker or escape may
+        concern. ``candidates``: other lines some patterns may match, with those patterns' indexes, to
+        be confirmed. ``meta``: lines a run-type or stream rule may match. Non-ASCII text is found with
+        one regex pass and replaced by ``?`` for the scan, so byte offsets are character offsets.
         """
         starts = [0, *accumulate(map(_PLUS_ONE, map(len, texts)))]
-        hot: set[int] = set()
+        full: set[int] = set()
+        candidates: dict[int, set[int]] = {}
         meta: set[int] = set()
         if not blob.isascii():
             for m in _NON_ASCII.finditer(blob):
-                hot.add(bisect_right(starts, m.start()) - 1)
-        group_of = self._scanner.group_of
+                full.add(bisect_right(starts, m.start()) - 1)
+        group_of, pattern_of = self._scanner.group_of, self._pattern_of
         for pid, end in self._scanner.scan(blob.encode("ascii", "replace")):
-            (meta if group_of[pid] else hot).add(bisect_right(starts, end - 1) - 1)
-        return hot, meta
+            line = bisect_right(starts, end - 1) - 1
+            if group_of[pid]:
+                meta.add(line)
+            elif (pattern := pattern_of[pid]) < 0:
+                full.add(line)
+            else:
+                candidates.setdefault(line, set()).add(pattern)
+        return full, candidates, meta
 
     @staticmethod
     def time_of(prefix: str) -> float | None:

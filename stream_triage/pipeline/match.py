@@ -98,10 +98,14 @@ class PatternSet:
     def _on_hit(self, pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
         self._hits.append(pid)
 
-    def match(self, message: str, level: str | None = None) -> Match | None:
-        """Confirm candidates and return the worst matching pattern, or ``None``."""
+    def match(self, message: str, level: str | None = None, candidates: Iterable[int] | None = None) -> Match | None:
+        """Confirm candidates and return the worst matching pattern, or ``None``.
+
+        ``candidates`` (pattern indexes, in pack order) replaces the per-message prefilter when the
+        caller already scanned a whole chunk.
+        """
         found: list[_Compiled] = []
-        for i in self.candidates(message):
+        for i in self.candidates(message) if candidates is None else candidates:
             c = self._compiled[i]
             if self._confirm(c, message, level):
                 found.append(c)

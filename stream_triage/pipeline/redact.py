@@ -74,10 +74,26 @@ _SCREEN = (
 _CACHE_SIZE = 8192
 
 
+def _screen_database(patterns: list[str]) -> object | None:
+    """A Hyperscan prefilter database of the rules (id = rule index), or ``None`` without Hyperscan."""
+    try:
+        import hyperscan as hs
+    except ImportError:  # pragma: no cover - platforms without a wheel
+        return None
+    flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_SINGLEMATCH | hs.HS_FLAG_MULTILINE | hs.HS_FLAG_DOTALL
+    db = hs.Database()
+    try:
+        db.compile(expressions=[p.encode("utf-8") for p in patterns], ids=list(range(len(patterns))),
+                   flags=[flags] * len(patterns))  # fmt: skip
+    except Exception:  # hyperscan.error: a rule it cannot take; the substring screen decides instead
+        return None
+    return db
+
+
 class Redactor:
     """Replaces secrets in text. Compiled once; ``extra`` patterns replace their whole match."""
 
-    __slots__ = ("_cache", "_quick", "_rules")
+    __slots__ = ("_cache", "_extra", "_hits", "_hs", "_quick", "_rules")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         rules: list[tuple[re.Pattern[str], str]] = []
@@ -85,13 +101,20 @@ class Redactor:
             # Case matters for the fixed prefixes (AKIA, AIza, pat…); key names carry their own (?i).
             flags = re.DOTALL if "PRIVATE KEY" in pattern else re.MULTILINE
             rules.append((re.compile(pattern, flags), replacement))
-        rules.extend((re.compile(p), REDACTED) for p in extra)
+        self._extra = [(re.compile(p), REDACTED) for p in extra]
         self._rules = rules
+        # One Hyperscan pass tells which built-in rules can match an ASCII text at all (prefilter:
+        # a superset); only those run. Without Hyperscan, the substring screen below decides.
+        self._hs = _screen_database([p for p, _ in _RULES])
+        self._hits: set[int] = set()
         # Cheap screen: most lines hold none of these substrings, and then no built-in rule can match.
-        self._quick = None if extra else re.compile(_SCREEN, re.IGNORECASE | re.MULTILINE)
+        self._quick = re.compile(_SCREEN, re.IGNORECASE | re.MULTILINE)
         # Context windows of neighbouring issues overlap: a run's flush redacts the same lines many
         # times over. Bounded; cleared when full.
         self._cache: dict[str, str] = {}
+
+    def _on_hit(self, rule: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
+        self._hits.add(rule)
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret replaced by ``[REDACTED]``."""
@@ -102,9 +125,18 @@ class Redactor:
         if done is not None:
             return done
         original = text
-        if self._quick is None or self._quick.search(text) is not None:
+        if self._hs is not None and text.isascii():
+            hits = self._hits
+            hits.clear()
+            self._hs.scan(text.encode("ascii"), match_event_handler=self._on_hit)
+            for i in sorted(hits):
+                pattern, replacement = self._rules[i]
+                text = pattern.sub(replacement, text)
+        elif self._quick.search(text) is not None:
             for pattern, replacement in self._rules:
                 text = pattern.sub(replacement, text)
+        for pattern, replacement in self._extra:
+            text = pattern.sub(replacement, text)
         if len(cache) >= _CACHE_SIZE:
             cache.clear()
         cache[original] = text

@@ -130,9 +130,9 @@ class Triage:
         if fast is None or len(records) < 8:
             return self._slow(records, now)
         texts = [r.text for r in records]
-        hot, meta = fast.flagged("\n".join(texts), texts)
+        full, candidates, meta = fast.flagged("\n".join(texts), texts)
         flushes: list[RunFlush] = []
-        parse, process_line, tag = self._parse, self.process_line, fast.tag
+        parse, process_line, tag, match = self._parse, self.process_line, fast.tag, self.patterns.match
         runs, sources = self.runs, self._sources
         chars = self._chars
         last_idx: dict[str, int] = {}
@@ -141,12 +141,19 @@ class Triage:
         src_name: str | None = None
         src: _SourceState | None = None
         for i, text in enumerate(texts):
-            m = tag(text) if i not in hot else None
+            m = tag(text) if i not in full else None
             run = runs.get(m.group(2)) if m is not None else None
+            line = None
+            if run is not None and i in candidates:
+                # Some pattern may match: confirm just those before deciding (most turn out to be
+                # "0 failed" summaries and the like, which stay on the fast path).
+                line = parse(records[i])
+                if line.run_id != run.key or match(line.message, line.level, sorted(candidates[i])) is not None:
+                    run = None
             if run is None or (i in meta and run.checked_lines < _METADATA_LINES and not run.settled):
                 if last_idx:  # the full path may tick or flush: it must see the fast lines' times
                     self._fast_times(records, last_idx, prefixes, now)
-                out = process_line(parse(records[i]), now)
+                out = process_line(line if line is not None else parse(records[i]), now)
                 if out:
                     flushes.extend(out)
                 src_name = None
