@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -296,6 +297,10 @@ def validate(config: Config) -> list[str]:
             problems.append(f"{key}: the regex must define the named group(s) {missing}")
 
     check_regex("parse.line_regex", config.parse.line_regex, {"message"})
+    try:  # the parser compiles it with `re`, which lacks some of `regex`'s syntax
+        re.compile(config.parse.line_regex)
+    except re.error as exc:
+        problems.append(f"parse.line_regex: use Python `re` syntax ({exc})")
     for i, marker in enumerate(config.flush.completion_markers):
         check_regex(f"flush.completion_markers[{i}]", marker)
     for i, rule in enumerate(config.run_metadata.run_types):
