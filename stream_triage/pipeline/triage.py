@@ -280,7 +280,9 @@ class Triage:
         src.run = run
         src.in_traceback = starts_traceback(line.text)
         if not run.is_system and line.run_id is not None and self._is_marker(line.message):
-            flushes.extend(self._finish(ev))
+            # Every source's open event of this run is complete now (several instances, or syslog
+            # and the drain, can log one run), not just this source's.
+            flushes.extend(self._finish_events_of(run))
             run.marker_seen = True
             flushes.append(self._flush(run, EndReason.MARKER, final=False))
         return self._maybe_tick(flushes)

@@ -528,3 +528,25 @@ def test_line_after_the_grace_window_is_late_not_a_new_incomplete_run() -> None:
     ]
     assert [i.pattern_id for i in issues_of(out)] == ["failed-operation", "level-error"]
     assert RUN_INCOMPLETE not in {i.pattern_id for i in issues_of(out)}
+
+
+def test_marker_from_one_source_flushes_the_run_s_open_events_from_others() -> None:
+    """An error logged by one instance is flushed when another instance logs the run's marker."""
+    triage = make_triage()
+    t = 1_762_157_722.0
+    out = triage.process(
+        RawRecord(
+            "[251103-081522] [Ann-Lee] [lead_scoring] [ERROR] Chunk processing error: leads.map is not a function",
+            "srv-a/web/1",
+            t,
+            1,
+        )
+    )
+    out += triage.process(
+        RawRecord(
+            "[251103-081522] [SYSTEM] [smart_resume] [INFO] SMART RESUME PROCESSING COMPLETED", "srv-a/web/2", t + 1, 2
+        )
+    )
+    (flush,) = [f for f in out if f.run.run_id == "251103-081522"]
+    assert flush.reason.value == "marker"
+    assert [(i.pattern_id, i.positions) for i in flush.issues] == [("js-type-error", [1])]
