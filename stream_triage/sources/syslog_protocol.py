@@ -16,7 +16,7 @@ import calendar
 import hmac
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -579,6 +579,17 @@ _SD_ID_TOKEN = re.compile(r"([A-Za-z0-9._~+/=-]{8,})@\d+")
 _BARE_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,}")
 
 
+def _sd_param_tokens(msg: SyslogMessage, sd_ids: Collection[str] | None, param_names: Collection[str]) -> Iterator[str]:
+    """Non-empty values of the token-named SD params (only in the SD elements ``sd_ids``, if given)."""
+    for sd_id, params in msg.structured_data.items():
+        if sd_ids is not None and sd_id not in sd_ids:
+            continue
+        for name in param_names:
+            value = params.get(name)
+            if value:
+                yield value
+
+
 def token_candidates(
     msg: SyslogMessage,
     *,
@@ -592,15 +603,8 @@ def token_candidates(
     SD-ID whose name part is the token (``[TOKEN@41058]``); a ``token=TOKEN `` message prefix; the
     first word of the message (``TOKEN message``) when ``bare_prefix``.
     """
-    out: list[tuple[str, str]] = []
     text = msg.message
-    for sd_id, params in msg.structured_data.items():
-        if sd_ids is not None and sd_id not in sd_ids:
-            continue
-        for name in param_names:
-            value = params.get(name)
-            if value:
-                out.append((value, text))
+    out = [(value, text) for value in _sd_param_tokens(msg, sd_ids, param_names)]
     for sd_id in msg.structured_data:
         at = sd_id.find("@")
         if at > 0:
@@ -627,13 +631,8 @@ def find_token(
     ``check_token``, which tries every candidate.
     """
     text = msg.message
-    for sd_id, params in msg.structured_data.items():
-        if sd_ids is not None and sd_id not in sd_ids:
-            continue
-        for name in param_names:
-            value = params.get(name)
-            if value:
-                return value, text
+    for value in _sd_param_tokens(msg, sd_ids, param_names):
+        return value, text
     for sd_id in msg.structured_data:
         m = _SD_ID_TOKEN.fullmatch(sd_id)
         if m:
