@@ -30,7 +30,7 @@ from stream_triage.pipeline.runs import (
     RunBuffer,
 )
 from stream_triage.pipeline.stacktrace import is_continuation, starts_traceback, top_app_frame, trace_lines
-from stream_triage.records import EndReason, Issue, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
+from stream_triage.records import EndReason, Issue, LineBatch, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
 
 RUN_INCOMPLETE = "run-incomplete"
 _METADATA_LINES = 100  # run type / stream are announced at a run's start; later lines are not examined
@@ -117,6 +117,10 @@ class Triage:
             if flushes:
                 out.extend(flushes)
         return out
+
+    def process_batch(self, batch: LineBatch, now: float | None = None) -> list[RunFlush]:
+        """Feed a ``LineBatch``. Equivalent to feeding its records one by one."""
+        return self.process_many(batch.records(), now)
 
     def process_chunk(self, records: list[RawRecord], now: float | None = None) -> list[RunFlush]:
         """Feed a chunk of records. Equivalent to feeding them one by one, much faster.
