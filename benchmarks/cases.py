@@ -67,7 +67,7 @@ def replay(workdir: Path, scale: float, lines: int = 1_000_000, runs: int = 40) 
     store = IssueStore(config.store.path)
     session = TriageSession(config, store)
     start = time.perf_counter()
-    session.feed_all(read_inputs([str(path)]))
+    session.feed_all(read_inputs([str(path)], batches=True))
     session.finish()
     seconds = time.perf_counter() - start
     store.close()

@@ -133,7 +133,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"stream-triage: {problem}", file=sys.stderr)
 
     try:
-        bad = session.feed_all(read_inputs(args.files, Position()), report)
+        bad = session.feed_all(read_inputs(args.files, Position(), batches=True), report)
         session.finish(EndReason.EOF)
     finally:
         if store is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from stream_triage.config import Config
 from stream_triage.errors import InputError
 from stream_triage.pipeline.triage import Triage
-from stream_triage.records import EndReason, RawRecord, RunFlush
+from stream_triage.records import EndReason, LineBatch, RawRecord, RunFlush
 from stream_triage.sinks.memory import MemoryStore
 from stream_triage.sinks.sqlite import IssueStore
 
@@ -46,9 +46,12 @@ class TriageSession:
             self._deliver(flushes)
 
     def feed_all(
-        self, items: Iterable[RawRecord | InputError], on_error: Callable[[InputError], None] | None = None
+        self,
+        items: Iterable[RawRecord | LineBatch | InputError],
+        on_error: Callable[[InputError], None] | None = None,
     ) -> int:
-        """Process every record of an input stream in chunks; bad records go to ``on_error``.
+        """Process every record (and line batch) of an input stream in order, records in chunks; bad
+        records go to ``on_error``.
 
         Returns how many records were bad.
         """
@@ -60,6 +63,13 @@ class TriageSession:
                 bad += 1
                 if on_error is not None:
                     on_error(item)
+                continue
+            if isinstance(item, LineBatch):
+                flushes = process(chunk) if chunk else []
+                chunk = []
+                flushes += self.triage.process_batch(item)
+                if flushes:
+                    self._deliver(flushes)
                 continue
             chunk.append(item)
             if len(chunk) >= _CHUNK:

@@ -1,108 +1,123 @@
-"""The pipeline's fast path: which lines of a chunk need the full treatment, found in C.
+"""The pipeline's fast path: which lines of a batch need Python, and the C loop for the rest.
 
-For the default line format, one regex pass (``tags``) yields every line's ISO prefix and run id, and
-one Hyperscan pass (``flagged``) yields every line that a pattern, a level-only pattern, a completion
-marker, an ANSI escape or non-ASCII text could concern. Everything else is an ordinary line of an open
-run whose metadata (run type, stream) is settled. ``FastPath.build`` returns ``None`` whenever the
-configuration makes this unsafe (a custom line format, no Hyperscan, an expression Hyperscan cannot
-take); the pipeline then processes every line in full.
+One Hyperscan pass over a whole batch (``FastPath.classify``) flags every line that a pattern, a
+level-only pattern, a completion marker or an ANSI escape could concern. The compiled kernel
+(``_kernel.c``) takes every other line of an open run whose metadata is settled, and untagged lines
+that continue a source's last line or belong to its system bucket; it stops at anything else and
+Python processes that line in full. ``FastPath.build`` returns ``None`` whenever the configuration
+makes this unsafe (a custom line format, no Hyperscan or no compiled kernel, an expression Hyperscan
+cannot take); the pipeline then processes every line in full.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
-from itertools import accumulate
+from array import array
 
 from stream_triage.config import DEFAULT_LINE_REGEX, Config
-from stream_triage.pipeline.match import ChunkScanner, PatternSet
-from stream_triage.pipeline.parse import LEVEL_ALIASES, parse_iso_time
+from stream_triage.pipeline.match import ChunkScanner, PatternSet, at_least
+from stream_triage.pipeline.parse import LEVEL_ALIASES
 
-# A line whose first token (after an optional ISO time prefix, as parse.LineParser strips it) is a
-# run tag belongs to that run: (prefix, run id, client suffix, client tag). Anything else goes through
-# the full parse.
-_TAG = re.compile(
-    r"(\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?\] )?"
-    r"\[(\d{6}-\d{6})(?:-([^\]]+))?\]\s*(?:\[([^\]]*)\])?"
-)
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-_PLUS_ONE = (1).__add__  # line length plus its newline, mapped in C
-_PREFIX_TIME = re.compile(r"\[?([^\]\s]+)")
+try:
+    from stream_triage.pipeline import _kernel
+except ImportError:  # pragma: no cover - exercised only where the extension could not be built
+    _kernel = None  # type: ignore[assignment]
+
+FLAG_FULL = 1  # the line takes the full path
+FLAG_CAND = 2  # some patterns may match: confirm them first
+
+
+def native_available() -> bool:
+    """Whether the compiled kernel is importable (it is built at install time when a compiler exists)."""
+    return _kernel is not None
+
+
+_FULL, _PATTERN, _UNLESS = 0, 1, 2  # what a scanner expression stands for
+_NUMBER_GROUP = re.compile(r"\((?:\\d|\[0-9\])\+\)\Z")
 
 
 class FastPath:
-    """Chunk classification for the default line format."""
+    """Batch classification for the default line format."""
 
-    def __init__(self, scanner: ChunkScanner, pattern_of: list[int]) -> None:
+    def __init__(self, scanner: ChunkScanner, roles: list[tuple[int, int]], levels: tuple[bytes, ...]) -> None:
+        if len(roles) > 65535:
+            raise ValueError("too many expressions for the fast path")
         self._scanner = scanner
-        # Expression id → index of the pattern it stands for in the PatternSet, or -1 for expressions
-        # (levels, markers, escapes) whose lines always take the full path.
-        self._pattern_of = pattern_of
+        # Expression id → role (a pattern's own expression, its ``unless``, or an expression —
+        # levels, markers, escapes — whose lines always take the full path), pattern index, and
+        # whether Hyperscan matches it exactly; packed for the C classifier.
+        self._roles = bytes(role for role, _ in roles)
+        self._patterns = array("H", [max(p, 0) for _, p in roles]).tobytes()
+        self._exact = bytes(scanner.exact)
+        self._sink = _kernel.HitSink()
+        # Levels (upper case, with aliases) a level-only pattern fires on: the kernel leaves such lines.
+        self._levels = levels
 
     @classmethod
     def build(cls, config: Config, patterns: PatternSet) -> FastPath | None:
         """The fast path for this configuration, or ``None`` when it cannot be exact."""
-        if config.parse.line_regex != DEFAULT_LINE_REGEX:
+        if config.parse.line_regex != DEFAULT_LINE_REGEX or _kernel is None:
             return None
-        hot: list[tuple[str, bool]] = []  # (expression, caseless)
-        pattern_of: list[int] = []
+        expressions: list[tuple[str, bool, str]] = []  # (regex, caseless, scanner mode)
+        roles: list[tuple[int, int]] = []
         levels: set[str] = set()
         for index, spec in enumerate(patterns.specs):
-            if spec.regex:
-                hot.append((spec.regex, not spec.case_sensitive))
-                pattern_of.append(index)
-            else:
+            if not spec.regex:
                 levels.update(spec.levels or ())
-        if levels:
-            names = set(levels) | {alias for alias, target in LEVEL_ALIASES.items() if target in levels}
-            hot.append((r"\[(?:" + "|".join(sorted(map(re.escape, names))) + r")\]", True))
-        hot.extend((m, False) for m in config.flush.completion_markers)
-        hot.append((r"\x1b", False))
-        # Run-type and stream rules: such a line must take the full path while its run is unclassified.
-        meta = [(rule.regex, False) for rule in config.run_metadata.run_types]
-        meta.append((config.run_metadata.stream_regex, False))
-        pattern_of += [-1] * (len(hot) - len(pattern_of))
+                continue
+            caseless = not spec.case_sensitive
+            rx: str | None = spec.regex
+            # An exact hit settles a line without Python only for patterns that need nothing but the
+            # text: no level conditions; a min_value only on a trailing (\d+).
+            exact = spec.levels is None and not spec.not_levels
+            minimum = patterns.min_value(index)
+            if exact and minimum is not None:
+                group = _NUMBER_GROUP.search(spec.regex)
+                number = at_least(group.group(0), minimum) if group and spec.regex.count("(") == 1 else None
+                rx = spec.regex[: group.start()] + number if group and number else None
+            if exact and rx is not None:
+                expressions.append((rx, caseless, "exact"))
+                roles.append((_PATTERN, index))
+                if spec.unless:
+                    expressions.append((spec.unless, caseless, "subset"))
+                    roles.append((_UNLESS, index))
+            else:
+                expressions.append((spec.regex, caseless, "superset"))
+                roles.append((_PATTERN, index))
+        expressions.extend((m, False, "superset") for m in config.flush.completion_markers)
+        roles += [(_FULL, -1)] * (len(expressions) - len(roles))
+        names = set(levels) | {alias for alias, target in LEVEL_ALIASES.items() if target in levels}
         try:
-            return cls(ChunkScanner(hot + meta, [0] * len(hot) + [1] * len(meta)), pattern_of)
+            return cls(ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)))
         except ValueError:
             return None
 
-    @staticmethod
-    def tag(text: str) -> re.Match[str] | None:
-        """The line's (ISO prefix, run id) match, or ``None`` for a line that is not run-tagged."""
-        return _TAG.match(text)
+    def kernel(self, runs: dict, systems: dict, chars: int, meta_lines: int) -> _kernel.Kernel:
+        """The C loop bound to one pipeline's runs and system buckets."""
+        assert _kernel is not None
+        return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels)
 
-    def flagged(self, blob: str, texts: list[str]) -> tuple[set[int], dict[int, set[int]], set[int]]:
-        """Classify the lines of a chunk: (full, candidates, meta).
+    def classify(self, data: bytes, starts: memoryview) -> tuple[bytearray, dict[int, set[int]]]:
+        """Flags per line (``FLAG_FULL``/``FLAG_CAND``) and, for candidate lines, the pattern indexes.
 
-        ``full``: lines that must take the full path — non-ASCII ones (the scanner works with ASCII
-        semantics, ``regex`` with Unicode ones), and those a level, completion marker or escape may
-        concern. ``candidates``: other lines some patterns may match, with those patterns' indexes, to
-        be confirmed. ``meta``: lines a run-type or stream rule may match. Non-ASCII text is found with
-        one regex pass and replaced by ``?`` for the scan, so byte offsets are character offsets.
+        ``starts`` holds each line's byte offset (and one past the end). Messages are scanned with
+        their heads blanked out (see ``ChunkScanner``): a pattern matched exactly flags its line
+        ``FLAG_FULL``, unless the pattern's ``unless`` matched there too; an inexact hit makes the line
+        a candidate. Non-ASCII lines need no flag: the kernel never takes them (the scanner works with
+        ASCII semantics, ``regex`` with Unicode ones).
         """
-        starts = [0, *accumulate(map(_PLUS_ONE, map(len, texts)))]
-        full: set[int] = set()
+        sink = self._sink
+        sink.clear()
+        self._scanner.scan(_kernel.blank_heads(data, starts), sink)
+        flags, pairs = _kernel.classify(sink, starts, self._roles, self._patterns, self._exact)
+        sink.clear()
         candidates: dict[int, set[int]] = {}
-        meta: set[int] = set()
-        if not blob.isascii():
-            for m in _NON_ASCII.finditer(blob):
-                full.add(bisect_right(starts, m.start()) - 1)
-        group_of, pattern_of = self._scanner.group_of, self._pattern_of
-        for pid, end in self._scanner.scan(blob.encode("ascii", "replace")):
-            line = bisect_right(starts, end - 1) - 1
-            if group_of[pid]:
-                meta.add(line)
-            elif (pattern := pattern_of[pid]) < 0:
-                full.add(line)
-            else:
-                candidates.setdefault(line, set()).add(pattern)
-        return full, candidates, meta
+        for line, pattern in pairs:
+            candidates.setdefault(line, set()).add(pattern)
+        return flags, candidates
 
-    @staticmethod
-    def time_of(prefix: str) -> float | None:
-        """Epoch seconds of an ISO prefix as ``tags`` returns it."""
-        if not prefix:
-            return None
-        m = _PREFIX_TIME.match(prefix)
-        return parse_iso_time(m.group(1)) if m else None
+
+def index_lines(data: bytes) -> memoryview:
+    """Byte offset of each line of ``data`` and one past the end (as ``Py_ssize_t``)."""
+    assert _kernel is not None
+    return memoryview(_kernel.index_lines(data)).cast("n")

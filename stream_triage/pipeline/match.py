@@ -78,6 +78,10 @@ class PatternSet:
         # pattern id → searches cut off by the time limit (a pathological pattern on a hostile line).
         self.timeouts: dict[str, int] = {}
 
+    def min_value(self, index: int) -> int | None:
+        """The resolved ``min_value`` of pattern ``index`` (settings looked up), if it has one."""
+        return self._compiled[index].min_value
+
     @property
     def accelerated(self) -> bool:
         """Whether the Hyperscan prefilter is in use."""
@@ -169,6 +173,23 @@ def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object
     return (_try_compile(good) if good else None), always
 
 
+_REJECTED_ID = regex.compile(r"\(id:(\d+)\)\s*$")
+
+
+def _compiled(entries: list[tuple[bytes, int, int]]) -> object | int:
+    """A Hyperscan database of ``entries``, or the index of an entry Hyperscan rejects."""
+    assert _hs is not None
+    db = _hs.Database()
+    try:
+        db.compile(expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries])
+    except Exception as exc:  # hyperscan.error "<message> (id:<index>)"
+        m = _REJECTED_ID.search(str(exc))
+        if m is not None and int(m.group(1)) < len(entries):
+            return int(m.group(1))
+        return next((i for i, e in enumerate(entries) if _try_compile([e]) is None), 0)
+    return db
+
+
 def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
     assert _hs is not None
     db = _hs.Database()
@@ -180,68 +201,136 @@ def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
 
 
 class ChunkScanner:
-    """Finds, in one Hyperscan pass over a whole chunk of lines, where any of some regexes may match.
+    """Finds, in one Hyperscan pass over a whole batch of messages, where some regexes match.
 
     Used by the pipeline's fast path: a line nothing can match needs no parse and no regex at all.
-    Expressions are compiled in prefilter, multi-line mode with their ``^`` anchors removed (they are
-    written against the message, which starts after the run tag), so the result is a superset.
-    Construction raises ``ValueError`` when Hyperscan is missing or rejects an expression.
+    The batch is scanned as ``_kernel.blank_heads`` leaves it — each line's head (time, run tag,
+    client, operation, level) turned into newlines — in multi-line mode, so ``^`` and ``$`` anchor at
+    each message's start and end as they do on ``LogLine.message``. Each expression has a mode:
+
+    - ``"superset"``: prefilter mode: every real match is reported, and maybe more.
+    - ``"exact"``: rewritten so it cannot match a newline (messages hold none, so nothing within a
+      message changes) and matched exactly where Hyperscan can (``exact[i]`` tells); else as
+      ``"superset"``. Every exact hit is a real match within one message.
+    - ``"subset"``: like ``"exact"``, but never reported where it cannot be exact. For ``unless``.
+
+    Construction raises ``ValueError`` when Hyperscan is missing or rejects a superset expression.
     """
 
-    def __init__(self, expressions: list[tuple[str, bool]], group_of: list[int] | None = None) -> None:
+    def __init__(self, expressions: list[tuple[str, bool, str]]) -> None:
         if _hs is None:
             raise ValueError("hyperscan is not installed")
-        self.group_of = group_of or [0] * len(expressions)
-        # No SINGLEMATCH here: every line that matches must be reported, not just the first.
-        base = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_MULTILINE
-        self._db = _hs.Database()
-        try:
-            self._db.compile(
-                expressions=[_unanchor(rx).encode("utf-8") for rx, _ in expressions],
-                ids=list(range(len(expressions))),
-                flags=[base | _hs.HS_FLAG_CASELESS if caseless else base for _, caseless in expressions],
-            )
-        except Exception as exc:  # hyperscan.error: unsupported syntax
-            raise ValueError(f"hyperscan rejected an expression: {exc}") from None
-        self._hits: list[tuple[int, int]] = []
+        exact: list[tuple[bytes, int, int] | None] = []
+        supersets: list[tuple[bytes, int, int]] = []
+        for i, (rx, caseless, mode) in enumerate(expressions):
+            base = _hs.HS_FLAG_MULTILINE | (_hs.HS_FLAG_CASELESS if caseless else 0)
+            supersets.append((rx.encode("utf-8"), i, base | _hs.HS_FLAG_PREFILTER))
+            single = single_line(rx) if mode != "superset" else None
+            exact.append((single.encode("utf-8"), i, base) if single is not None else None)
+        # Compile the exact forms together; Hyperscan names the first it rejects, which then falls back.
+        self._dbs: list[object] = []
+        while True:
+            wanted = [e for e in exact if e is not None]
+            if not wanted:
+                break
+            db = _compiled(wanted)
+            if not isinstance(db, int):
+                self._dbs.append(db)
+                break
+            exact[wanted[db][1]] = None
+        self.exact = [e is not None for e in exact]
+        # Supersets (and exact forms Hyperscan rejected) in a second database: prefilter mode.
+        rest = [
+            sup
+            for (_, _, mode), e, sup in zip(expressions, exact, supersets, strict=True)
+            if e is None and mode != "subset"
+        ]
+        if rest:
+            db = _compiled(rest)
+            if isinstance(db, int):
+                raise ValueError(f"hyperscan rejected an expression: {rest[db][0]!r}")
+            self._dbs.append(db)
 
-    def scan(self, data: bytes) -> list[tuple[int, int]]:
-        """(expression id, end offset just past the match) of every hit in ``data``."""
-        hits = self._hits = []
-        self._db.scan(data, match_event_handler=self._on_hit)
-        return hits
-
-    def _on_hit(self, pid: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-        self._hits.append((pid, to))
+    def scan(self, data: bytes, on_hit: object) -> None:
+        """Call ``on_hit(expression id, start, end, flags, context)`` for every hit in ``data``."""
+        for db in self._dbs:
+            db.scan(data, match_event_handler=on_hit)
 
 
-def _unanchor(rx: str) -> str:
-    """Drop ``^`` anchors outside character classes: a superset, for matching inside whole lines."""
+# The \s of ``regex`` (which PatternSet uses) on ASCII text, without the newline.
+_SPACE = "\\t\\x0b\\x0c\\r "
+_NEWLINE_ESCAPES = frozenset("nvRNhHVpPG")
+
+
+def single_line(rx: str) -> str | None:
+    """``rx`` rewritten so it cannot match a newline, with ``\\A``/``\\Z`` as ``^``/``$``; ``None``
+    when it uses something this cannot rewrite safely (``\\n``, inline flags, POSIX classes…).
+
+    On text without newlines — a message — the rewrite matches exactly what ``rx`` matches.
+    """
+    if "\n" in rx or "(?" in rx.replace("(?:", "").replace("(?!", "").replace("(?=", "").replace("(?<", ""):
+        return None  # a literal newline; inline flags ((?s) would let "." match a newline)
     out: list[str] = []
-    i, n, in_class = 0, len(rx), False
+    i, n = 0, len(rx)
+    in_class = negated = False
     while i < n:
         c = rx[i]
-        if c == "\\" and i + 1 < n:
-            out.append(rx[i : i + 2])
+        if c == "\\":
+            if i + 1 >= n:
+                return None
+            e = rx[i + 1]
+            if e in _NEWLINE_ESCAPES or e.isdigit() or e in "xcuUoN":
+                return None  # may denote a newline (or is rare enough not to bother)
+            if e == "s":
+                out.append(_SPACE if in_class else f"[{_SPACE}]")
+            elif e in "WD":
+                if in_class:
+                    return None
+                out.append("[^0-9A-Za-z_\\n]" if e == "W" else "[^0-9\\n]")
+            elif e == "A" and not in_class:
+                out.append("^")
+            elif e in "Zz" and not in_class:
+                out.append("$")
+            else:
+                out.append(rx[i : i + 2])
             i += 2
             continue
         if in_class:
+            if c == "[" and i + 1 < n and rx[i + 1] in ":.=":
+                return None  # POSIX classes
             if c == "]":
+                if negated:
+                    out.append("\\n")
                 in_class = False
-        elif c == "[":
-            in_class = True
             out.append(c)
-            if i + 1 < n and rx[i + 1] == "^":
-                out.append("^")
-                i += 1
-            if i + 1 < n and rx[i + 1] == "]":
-                out.append("]")
-                i += 1
             i += 1
             continue
-        elif c == "^":
-            i += 1
+        if c == "[":
+            in_class, negated = True, i + 1 < n and rx[i + 1] == "^"
+            j = i + 2 if negated else i + 1
+            out.append(rx[i:j])
+            if j < n and rx[j] == "]":  # a leading "]" is literal
+                out.append("]")
+                j += 1
+            i = j
             continue
         out.append(c)
         i += 1
-    return "".join(out)
+    return None if in_class else "".join(out)
+
+
+def at_least(number_group: str, minimum: int) -> str | None:
+    """A regex for the decimal numbers >= ``minimum`` (leading zeros allowed), to stand in for a
+    ``(\\d+)`` capture group compared with a ``min_value``; ``None`` for other groups."""
+    if number_group not in ("(\\d+)", "([0-9]+)") or minimum < 0:
+        return None
+    digits = str(minimum)
+    k = len(digits)
+    alternatives = [f"[1-9][0-9]{{{k},}}"]  # more digits
+    for i, d in enumerate(digits):
+        if d != "9":
+            low = int(d) + 1 if i else max(int(d) + 1, 1)
+            rest = f"[0-9]{{{k - i - 1}}}" if k - i - 1 else ""
+            alternatives.append(f"{digits[:i]}[{low}-9]{rest}")
+    alternatives.append(digits)
+    return "0*(?:" + "|".join(alternatives) + ")"

@@ -64,56 +64,40 @@ class IssueAccumulator:
     severity: Severity = Severity.WARNING
 
 
-class RunBuffer:
-    """State of one open run (or of one source's system bucket)."""
+class _PyRunState:
+    """Pure-Python twin of ``_kernel.RunState``, for installs without the compiled kernel."""
 
     __slots__ = (
+        "_ring",
         "checked_lines",
         "client_ids",
         "collectors",
-        "counts",
         "first_ts",
-        "flushed_at",
         "is_system",
-        "issues",
         "key",
         "last_activity",
         "last_ts",
         "lines",
-        "marker_seen",
-        "ring",
-        "run_id",
-        "run_type",
-        "run_type_rank",
-        "source",
-        "stream",
+        "meta_settled",
     )
 
-    def __init__(self, key: str, run_id: str | None, source: str, context_before: int, now: float) -> None:
-        self.key = key
-        self.run_id = run_id
-        self.source = source
-        self.is_system = run_id is None
-        self.ring: deque[str] = deque(maxlen=context_before)
-        self.collectors: list[ContextCollector] = []
-        self.issues: dict[str, IssueAccumulator] = {}
+    def __init__(self, capacity: int) -> None:
+        self._ring: deque[str] = deque(maxlen=capacity)
         self.lines = 0
+        self.checked_lines = 0
+        self.last_activity = 0.0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
-        self.last_activity = now
-        self.flushed_at = now
-        self.marker_seen = False
-        self.run_type: str | None = None
-        self.run_type_rank = 1 << 30
-        self.stream: int | None = None
+        self.key: str | None = None
+        self.collectors: list[ContextCollector] = []
         self.client_ids: list[str] = []
-        self.checked_lines = 0
-        self.counts: dict[str, int] = {}
+        self.is_system = False
+        self.meta_settled = False
 
     @property
-    def settled(self) -> bool:
-        """Whether run type (the first rule matched) and stream are both known: no line can change them."""
-        return self.run_type_rank == 0 and self.stream is not None
+    def ring(self) -> list[str]:
+        """The context ring, oldest line first (a copy)."""
+        return list(self._ring)
 
     def add_line(self, text: str) -> None:
         """Append a (truncated) line to the ring and to every collector still wanting lines."""
@@ -124,7 +108,48 @@ class RunBuffer:
                 if len(c.after) < c.wanted:
                     keep.append(c)
             self.collectors = keep
-        self.ring.append(text)
+        self._ring.append(text)
+
+
+try:  # the compiled kernel's version, which its per-line loop updates directly
+    from stream_triage.pipeline._kernel import RunState
+except ImportError:  # pragma: no cover - exercised only where the extension could not be built
+    RunState = _PyRunState  # type: ignore[misc,assignment]
+
+
+class RunBuffer(RunState):  # type: ignore[misc,valid-type]
+    """State of one open run (or of one source's system bucket).
+
+    The ring, line counters, times and client names live in ``RunState`` (C when the kernel is
+    built), where the pipeline's per-line loop updates them; the rest is only touched by Python.
+    """
+
+    __slots__ = (
+        "counts",
+        "flushed_at",
+        "issues",
+        "marker_seen",
+        "run_id",
+        "run_type",
+        "run_type_rank",
+        "source",
+        "stream",
+    )
+
+    def __init__(self, key: str, run_id: str | None, source: str, context_before: int, now: float) -> None:
+        super().__init__(context_before)
+        self.key = key
+        self.run_id = run_id
+        self.source = source
+        self.is_system = run_id is None
+        self.issues: dict[str, IssueAccumulator] = {}
+        self.last_activity = now
+        self.flushed_at = now
+        self.marker_seen = False
+        self.run_type: str | None = None
+        self.run_type_rank = 1 << 30
+        self.stream: int | None = None
+        self.counts: dict[str, int] = {}
 
     def note_client(self, name: str | None) -> None:
         """Remember a client name seen in the run (bounded)."""

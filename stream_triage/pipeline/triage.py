@@ -8,6 +8,7 @@ so every timeout is testable without sleeping. Sources feed it ``RawRecord``s; i
 from __future__ import annotations
 
 import contextlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import regex
 
 from stream_triage.config import Config
 from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
-from stream_triage.pipeline.fastpath import FastPath
+from stream_triage.pipeline.fastpath import FLAG_CAND, FastPath, index_lines
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.match import PatternSet
 from stream_triage.pipeline.parse import LineParser
@@ -36,6 +37,8 @@ RUN_INCOMPLETE = "run-incomplete"
 _METADATA_LINES = 100  # run type / stream are announced at a run's start; later lines are not examined
 _TICK_EVERY_S = 1.0
 _CHUNK = 2048  # records per fast-path chunk
+_NAN = float("nan")
+_STOP_END, _STOP_LINE, _STOP_EVENT = 0, 1, 2  # why the kernel's scan returned (see _kernel.c)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,22 @@ class _SourceState:
     event: Event | None = None
     run: RunBuffer | None = None
     in_traceback: bool = False
+
+
+def _record_at(
+    data: bytes,
+    starts: memoryview,
+    i: int,
+    names: list[str],
+    source_of: bytes | None,
+    ts: array | None,
+    first_position: int,
+) -> RawRecord:
+    """Line ``i`` of a batch as a record, as a line-by-line reader would have produced it."""
+    text = data[starts[i] : starts[i + 1] - 1].decode("utf-8", "replace").rstrip("\r")
+    t = ts[i] if ts is not None else None
+    source = names[source_of[i] if source_of is not None else 0]
+    return RawRecord(text, source, None if t is None or t != t else t, first_position + i)
 
 
 def build_patterns(config: Config) -> PatternSet:
@@ -91,6 +110,9 @@ class Triage:
         self._min_timeout = min(self._grace, self._idle)
         self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
         self.systems: dict[str, RunBuffer] = {}
+        self._kernel = (
+            self._fast.kernel(self.runs, self.systems, self._chars, _METADATA_LINES) if self._fast is not None else None
+        )
         # Runs closed after their marker, so a line arriving after the grace window reopens the run as
         # completed (flushed as late) instead of as a new run that never completes. Bounded like runs.
         self._completed: OrderedDict[str, None] = OrderedDict()
@@ -119,110 +141,101 @@ class Triage:
         return out
 
     def process_batch(self, batch: LineBatch, now: float | None = None) -> list[RunFlush]:
-        """Feed a ``LineBatch``. Equivalent to feeding its records one by one."""
-        return self.process_many(batch.records(), now)
+        """Feed a ``LineBatch``. Equivalent to feeding its records one by one, much faster."""
+        if self._kernel is None:
+            return self._slow(batch.records(), now)
+        return self._scan(batch.data, batch.sources, batch.source_of, batch.ts, batch.first_position, None, now)
 
     def process_chunk(self, records: list[RawRecord], now: float | None = None) -> list[RunFlush]:
-        """Feed a chunk of records. Equivalent to feeding them one by one, much faster.
-
-        One Hyperscan pass over the whole chunk flags the lines that any pattern, level or completion
-        marker could concern (and non-ASCII ones); one short anchored match per line finds its run id.
-        The rest — ordinary lines of open runs whose type and stream are known, usually 95 % or more —
-        only update their run's context ring and counters: no parse, no pattern matching.
-        """
-        fast = self._fast
-        if fast is None or len(records) < 8:
+        """Feed a chunk of records. Equivalent to feeding them one by one, much faster."""
+        if self._kernel is None or len(records) < 8:
             return self._slow(records, now)
-        texts = [r.text for r in records]
-        full, candidates, meta = fast.flagged("\n".join(texts), texts)
+        try:
+            data = "\n".join([r.text for r in records]).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: only the exact path can take them
+            return self._slow(records, now)
+        names = [r.source for r in records]
+        source_of = None
+        if names.count(names[0]) != len(names):
+            order = list(dict.fromkeys(names))
+            if len(order) > 255:
+                return self._slow(records, now)
+            number = {name: i for i, name in enumerate(order)}
+            source_of = bytes([number[name] for name in names])
+            names = order
+        else:
+            names = names[:1]
+        times = [r.ts for r in records]
+        ts = None if times.count(None) == len(times) else array("d", [_NAN if t is None else t for t in times])
+        return self._scan(data, names, source_of, ts, 0, records, now)
+
+    def _scan(
+        self,
+        data: bytes,
+        names: list[str],
+        source_of: bytes | None,
+        ts: array | None,
+        first_position: int,
+        records: list[RawRecord] | None,
+        now: float | None,
+    ) -> list[RunFlush]:
+        """Run the C loop over a batch; Python takes each line it stops at.
+
+        One Hyperscan pass flags the lines any pattern, level or completion marker could concern. The
+        kernel takes the rest — ordinary lines of open runs whose type and stream are known, and plain
+        untagged lines, usually 97 % or more — updating their run's ring, counters and times.
+        """
+        fast, kernel = self._fast, self._kernel
+        assert fast is not None and kernel is not None
+        starts = index_lines(data)
+        count = len(starts) - 1
+        if records is not None and count != len(records):  # a record with an embedded newline
+            return self._slow(records, now)
+        flags, candidates = fast.classify(data, starts)
+        sources = [self._source(name) for name in names]
+        kernel.load(data, starts, flags, sources, names, source_of, ts, _NAN if now is None else now)
         flushes: list[RunFlush] = []
-        parse, process_line, tag, match = self._parse, self.process_line, fast.tag, self.patterns.match
-        runs, sources = self.runs, self._sources
-        chars = self._chars
-        last_idx: dict[str, int] = {}
-        prefixes: dict[int, str] = {}
-        fast_lines = 0
-        src_name: str | None = None
-        src: _SourceState | None = None
-        for i, text in enumerate(texts):
-            m = tag(text) if i not in full else None
-            run = runs.get(m.group(2)) if m is not None else None
-            line = None
-            if run is not None and i in candidates:
-                # Some pattern may match: confirm just those before deciding (most turn out to be
-                # "0 failed" summaries and the like, which stay on the fast path).
-                line = parse(records[i])
-                if line.run_id != run.key or match(line.message, line.level, sorted(candidates[i])) is not None:
-                    run = None
-            if run is None or (i in meta and run.checked_lines < _METADATA_LINES and not run.settled):
-                if last_idx:  # the full path may tick or flush: it must see the fast lines' times
-                    self._fast_times(records, last_idx, prefixes, now)
-                out = process_line(line if line is not None else parse(records[i]), now)
+        parse, match, process_line = self._parse, self.patterns.match, self.process_line
+        pos = 0
+        try:
+            while True:
+                pos, reason, self.now, taken = kernel.scan(pos, self.now)
+                self.lines_processed += taken
+                if reason == _STOP_END:
+                    break
+                if reason == _STOP_EVENT:
+                    # The line would be taken, but its source's last event must be finished first.
+                    src = sources[source_of[pos] if source_of is not None else 0]
+                    ev, src.event = src.event, None
+                    if ev is not None and not ev.done:
+                        flushes.extend(self._finish(ev))
+                    continue
+                if records is not None:
+                    record = records[pos]
+                else:
+                    record = _record_at(data, starts, pos, names, source_of, ts, first_position)
+                line = parse(record)
+                # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
+                if (
+                    flags[pos] == FLAG_CAND
+                    and line.message.isascii()
+                    and match(line.message, line.level, sorted(candidates[pos])) is None
+                ):
+                    flags[pos] = 0
+                    continue
+                out = process_line(line, now)
                 if out:
                     flushes.extend(out)
-                src_name = None
-                continue
-            record = records[i]
-            if record.source is not src_name:
-                src_name = record.source
-                src = sources.get(src_name)
-                if src is None:
-                    src = sources[src_name] = _SourceState()
-            assert src is not None
-            ev = src.event
-            if ev is not None:
-                if not ev.done:
-                    flushes.extend(self._finish(ev))
-                src.event = None
-            src.run = run
-            src.in_traceback = False
-            prefix = m.group(1)  # type: ignore[union-attr]
-            if prefix:
-                text = text[len(prefix) :]
-                prefixes[i] = prefix
-            if len(text) > chars:
-                text = text[:chars] + "…"
-            if run.collectors:
-                run.add_line(text)
-            else:
-                run.ring.append(text)
-            client = m.group(3) or m.group(4)  # type: ignore[union-attr]
-            if client and client not in run.client_ids and client != "SYSTEM":
-                run.note_client(client)
-            run.lines += 1
-            run.checked_lines += 1
-            run.last_activity = self.now
-            last_idx[run.key] = i
-            fast_lines += 1
-        self.lines_processed += fast_lines
-        self._fast_times(records, last_idx, prefixes, now)
+                pos += 1
+        finally:
+            kernel.release()
         return self._maybe_tick(flushes)
 
-    def _fast_times(
-        self, records: list[RawRecord], last_idx: dict[str, int], prefixes: dict[int, str], now: float | None
-    ) -> None:
-        """Apply the times of fast-path lines: each touched run's last line, parsed once; runs move to
-        the recent end of the activity order in the order they were last seen."""
-        fast = self._fast
-        assert fast is not None
-        runs = self.runs
-        for rid, i in sorted(last_idx.items(), key=lambda kv: kv[1]):
-            run = runs.get(rid)
-            if run is None:
-                continue
-            ts = records[i].ts
-            if ts is None:
-                ts = fast.time_of(prefixes.get(i, ""))
-            t = now if now is not None else ts
-            if t is not None and t > self.now:
-                self.now = t
-            if ts is not None:
-                if run.first_ts is None:
-                    run.first_ts = ts
-                run.last_ts = ts
-            run.last_activity = self.now
-            runs.move_to_end(rid)
-        last_idx.clear()
+    def _source(self, name: str) -> _SourceState:
+        src = self._sources.get(name)
+        if src is None:
+            src = self._sources[name] = _SourceState()
+        return src
 
     def _slow(self, records: list[RawRecord], now: float | None) -> list[RunFlush]:
         out: list[RunFlush] = []
@@ -241,9 +254,7 @@ class Triage:
             self.now = t
         now_ = self.now
         flushes: list[RunFlush] = []
-        src = self._sources.get(line.source)
-        if src is None:
-            src = self._sources[line.source] = _SourceState()
+        src = self._sources.get(line.source) or self._source(line.source)
         text = line.text if len(line.text) <= self._chars else line.text[: self._chars] + "…"
 
         if line.run_id is None and line.level is None:
@@ -279,8 +290,8 @@ class Triage:
         run.add_line(text)
         if collector is not None and self._after:
             run.collectors.append(collector)
-        ev = Event(run=run, line=line, match=match, collector=collector)
-        src.event = ev
+        # A line without a match opens no event: nothing it could gather (frames) would be reported.
+        src.event = Event(run=run, line=line, match=match, collector=collector) if match is not None else None
         src.run = run
         src.in_traceback = starts_traceback(line.text)
         if not run.is_system and line.run_id is not None and self._is_marker(line.message):
@@ -376,6 +387,8 @@ class Triage:
             if m is not None:
                 with contextlib.suppress(IndexError, TypeError, ValueError):
                     run.stream = int(m.group(1))
+        # Settled: no later line can change them, so the kernel may take this run's lines.
+        run.meta_settled = run.run_type_rank == 0 and run.stream is not None
 
     def _is_marker(self, message: str) -> bool:
         return any(m.search(message) for m in self._markers)

@@ -17,7 +17,9 @@ import orjson
 
 from stream_triage.errors import InputError
 from stream_triage.pipeline.parse import parse_iso_time
-from stream_triage.records import RawRecord
+from stream_triage.records import LineBatch, RawRecord
+
+BATCH_BYTES = 1 << 20  # plain text is read in blocks of about this size, cut at a line end
 
 
 @dataclass(slots=True)
@@ -27,12 +29,18 @@ class Position:
     value: int = 0
 
 
-def read_inputs(paths: Iterable[str], position: Position | None = None) -> Iterator[RawRecord | InputError]:
-    """Records from every input in order; ``-`` is standard input."""
+def read_inputs(
+    paths: Iterable[str], position: Position | None = None, batches: bool = False
+) -> Iterator[RawRecord | LineBatch | InputError]:
+    """Records from every input in order; ``-`` is standard input.
+
+    With ``batches``, plain-text inputs come as ``LineBatch`` blocks instead of a record per line
+    (the pipeline takes those much faster); JSON inputs still come as records.
+    """
     position = position or Position()
     for path in paths:
         if path == "-":
-            yield from read_stream(sys.stdin.buffer, "<stdin>", position)
+            yield from read_stream(sys.stdin.buffer, "<stdin>", position, batches)
             continue
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed below; a generator cannot use `with` around yields cleanly
@@ -40,15 +48,18 @@ def read_inputs(paths: Iterable[str], position: Position | None = None) -> Itera
             yield InputError(path, f"cannot open: {exc.strerror or exc}")
             continue
         try:
-            yield from read_stream(fh, path, position)
+            yield from read_stream(fh, path, position, batches)
         except OSError as exc:
             yield InputError(path, f"read failed: {exc.strerror or exc}")
         finally:
             fh.close()
 
 
-def read_stream(fh: BinaryIO, name: str, position: Position) -> Iterator[RawRecord | InputError]:
-    """Records from one binary stream, format auto-detected."""
+def read_stream(
+    fh: BinaryIO, name: str, position: Position, batches: bool = False
+) -> Iterator[RawRecord | LineBatch | InputError]:
+    """Records (or, for plain text with ``batches``, line batches) from one binary stream, format
+    auto-detected."""
     first = b""
     lead: list[bytes] = []
     for raw in fh:
@@ -68,7 +79,34 @@ def read_stream(fh: BinaryIO, name: str, position: Position) -> Iterator[RawReco
             return
         yield from _ndjson(whole.splitlines(keepends=True), name, position)
         return
-    yield from _plain(_chain(lead, fh), name, position)
+    if batches:
+        yield from _plain_batches(b"".join(lead), fh, name, position)
+    else:
+        yield from _plain(_chain(lead, fh), name, position)
+
+
+def _plain_batches(head: bytes, fh: BinaryIO, name: str, position: Position) -> Iterator[LineBatch]:
+    """Plain text in blocks cut after a newline; positions count lines as ``_plain`` does."""
+    pending = head
+    while True:
+        block = fh.read(BATCH_BYTES)
+        if not block:
+            if pending:
+                yield _batch(pending, name, position)
+            return
+        data = pending + block if pending else block
+        cut = data.rfind(b"\n")
+        if cut < 0:  # one line longer than a block: keep reading
+            pending = data
+            continue
+        pending = data[cut + 1 :]
+        yield _batch(data[: cut + 1] if pending else data, name, position)
+
+
+def _batch(data: bytes, name: str, position: Position) -> LineBatch:
+    batch = LineBatch(data, [name], first_position=position.value + 1)
+    position.value += data.count(b"\n") + (not data.endswith(b"\n"))
+    return batch
 
 
 def _chain(lead: list[bytes], fh: BinaryIO) -> Iterator[bytes]:

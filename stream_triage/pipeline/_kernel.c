@@ -1,0 +1,1334 @@
+/*
+ * The pipeline's per-line loop in C: routing ordinary lines to their run's context ring.
+ *
+ * Python (triage.py) decides everything about lines that may matter — pattern hits, levels,
+ * completion markers, new runs, run metadata, stack traces — and this kernel does the same work as
+ * Triage.process_line for every other line, without creating a Python object per line beyond the
+ * string that goes into the ring. It stops at the first line it cannot take and tells Python why;
+ * Python handles that line and calls it again. The rules it applies mirror parse.LineParser and
+ * Triage.process_line exactly; tests/pipeline/test_kernel.py compares the two on hostile input.
+ *
+ * RunState is the C half of runs.RunBuffer: the ring, the counters and the times the loop touches.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { FLAG_FULL = 1, FLAG_CAND = 2 };
+enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2 };
+
+/* ------------------------------------------------------------------------------------ RunState */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **ring;     /* circular buffer of str, capacity `cap` */
+    Py_ssize_t cap;
+    Py_ssize_t head;     /* index of the oldest entry */
+    Py_ssize_t len;
+    Py_ssize_t lines;
+    Py_ssize_t checked_lines;
+    double last_activity;
+    PyObject *first_ts;  /* float or None */
+    PyObject *last_ts;
+    PyObject *key;
+    PyObject *collectors; /* list of ContextCollector */
+    PyObject *client_ids; /* list of str */
+    char is_system;
+    char meta_settled;
+    /* kernel scratch: last line of this run in the current scan, or -1 */
+    Py_ssize_t touched_idx;
+    double touched_ts;
+} RunState;
+
+static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback, *str_ellipsis;
+
+static int
+RunState_traverse(RunState *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->len; i++)
+        Py_VISIT(self->ring[(self->head + i) % self->cap]);
+    Py_VISIT(self->first_ts);
+    Py_VISIT(self->last_ts);
+    Py_VISIT(self->key);
+    Py_VISIT(self->collectors);
+    Py_VISIT(self->client_ids);
+    return 0;
+}
+
+static int
+RunState_clear(RunState *self)
+{
+    for (Py_ssize_t i = 0; i < self->len; i++)
+        Py_CLEAR(self->ring[(self->head + i) % self->cap]);
+    self->len = 0;
+    self->head = 0;
+    Py_CLEAR(self->first_ts);
+    Py_CLEAR(self->last_ts);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->collectors);
+    Py_CLEAR(self->client_ids);
+    return 0;
+}
+
+static void
+RunState_dealloc(RunState *self)
+{
+    PyObject_GC_UnTrack(self);
+    RunState_clear(self);
+    PyMem_Free(self->ring);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RunState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    RunState *self = (RunState *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->collectors = PyList_New(0);
+    self->client_ids = PyList_New(0);
+    if (self->collectors == NULL || self->client_ids == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->first_ts = Py_NewRef(Py_None);
+    self->last_ts = Py_NewRef(Py_None);
+    self->key = Py_NewRef(Py_None);
+    self->touched_idx = -1;
+    return (PyObject *)self;
+}
+
+static int
+RunState_init(RunState *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", NULL};
+    Py_ssize_t cap;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", kwlist, &cap))
+        return -1;
+    if (cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be >= 0");
+        return -1;
+    }
+    if (self->ring != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RunState is already initialised");
+        return -1;
+    }
+    self->ring = PyMem_Calloc(cap > 0 ? cap : 1, sizeof(PyObject *));
+    if (self->ring == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->cap = cap;
+    return 0;
+}
+
+/* Append a line (steals the reference) to the ring. */
+static inline void
+ring_push(RunState *self, PyObject *text)
+{
+    if (self->cap == 0) {
+        Py_DECREF(text);
+        return;
+    }
+    if (self->len < self->cap) {
+        self->ring[(self->head + self->len) % self->cap] = text;
+        self->len++;
+    } else {
+        PyObject *old = self->ring[self->head];
+        self->ring[self->head] = text;
+        self->head = (self->head + 1) % self->cap;
+        Py_DECREF(old);
+    }
+}
+
+/* runs.RunBuffer.add_line: every collector still wanting lines gets it, then the ring. Steals text. */
+static int
+run_add_line(RunState *self, PyObject *text)
+{
+    if (PyList_GET_SIZE(self->collectors) > 0) {
+        PyObject *keep = PyList_New(0);
+        if (keep == NULL)
+            goto fail;
+        Py_ssize_t n = PyList_GET_SIZE(self->collectors);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *c = PyList_GET_ITEM(self->collectors, i);
+            PyObject *after = PyObject_GetAttr(c, str_after);
+            if (after == NULL) {
+                Py_DECREF(keep);
+                goto fail;
+            }
+            int err = PyList_Append(after, text);
+            Py_ssize_t have = err ? -1 : PyObject_Length(after);
+            Py_DECREF(after);
+            if (have < 0) {
+                Py_DECREF(keep);
+                goto fail;
+            }
+            PyObject *wanted = PyObject_GetAttr(c, str_wanted);
+            if (wanted == NULL) {
+                Py_DECREF(keep);
+                goto fail;
+            }
+            Py_ssize_t want = PyNumber_AsSsize_t(wanted, PyExc_OverflowError);
+            Py_DECREF(wanted);
+            if (want == -1 && PyErr_Occurred()) {
+                Py_DECREF(keep);
+                goto fail;
+            }
+            if (have < want && PyList_Append(keep, c) < 0) {
+                Py_DECREF(keep);
+                goto fail;
+            }
+        }
+        Py_SETREF(self->collectors, keep);
+    }
+    ring_push(self, text);
+    return 0;
+fail:
+    Py_DECREF(text);
+    return -1;
+}
+
+static PyObject *
+RunState_add_line(RunState *self, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "add_line() takes a str");
+        return NULL;
+    }
+    if (run_add_line(self, Py_NewRef(text)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RunState_get_ring(RunState *self, void *closure)
+{
+    PyObject *out = PyList_New(self->len);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->len; i++)
+        PyList_SET_ITEM(out, i, Py_NewRef(self->ring[(self->head + i) % self->cap]));
+    return out;
+}
+
+static PyObject *
+RunState_get_list(RunState *self, void *closure)
+{
+    PyObject *v = closure ? self->client_ids : self->collectors;
+    return Py_NewRef(v);
+}
+
+static int
+RunState_set_list(RunState *self, PyObject *value, void *closure)
+{
+    if (value == NULL || !PyList_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "must be a list");
+        return -1;
+    }
+    if (closure)
+        Py_SETREF(self->client_ids, Py_NewRef(value));
+    else
+        Py_SETREF(self->collectors, Py_NewRef(value));
+    return 0;
+}
+
+static PyMemberDef RunState_members[] = {
+    {"lines", T_PYSSIZET, offsetof(RunState, lines), 0, "Lines routed to the run."},
+    {"checked_lines", T_PYSSIZET, offsetof(RunState, checked_lines), 0, "Tagged head lines seen."},
+    {"last_activity", T_DOUBLE, offsetof(RunState, last_activity), 0, "Pipeline time of the last line."},
+    {"first_ts", T_OBJECT, offsetof(RunState, first_ts), 0, "Log time of the first line, or None."},
+    {"last_ts", T_OBJECT, offsetof(RunState, last_ts), 0, "Log time of the last line, or None."},
+    {"key", T_OBJECT, offsetof(RunState, key), 0, "The run's key in Triage.runs."},
+    {"is_system", T_BOOL, offsetof(RunState, is_system), 0, "A per-source bucket for untagged lines."},
+    {"meta_settled", T_BOOL, offsetof(RunState, meta_settled), 0, "Run type and stream can no longer change."},
+    {NULL}};
+
+static PyGetSetDef RunState_getset[] = {
+    {"ring", (getter)RunState_get_ring, NULL, "The context ring, oldest line first (a copy).", NULL},
+    {"collectors", (getter)RunState_get_list, (setter)RunState_set_list, "Open after-context collectors.", NULL},
+    {"client_ids", (getter)RunState_get_list, (setter)RunState_set_list, "Client names seen.", (void *)1},
+    {NULL}};
+
+static PyMethodDef RunState_methods[] = {
+    {"add_line", (PyCFunction)RunState_add_line, METH_O,
+     "Append a (truncated) line to the ring and to every collector still wanting lines."},
+    {NULL}};
+
+static PyTypeObject RunStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.RunState",
+    .tp_doc = PyDoc_STR("Ring, counters and times of one run, shared with the C loop."),
+    .tp_basicsize = sizeof(RunState),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = RunState_new,
+    .tp_init = (initproc)RunState_init,
+    .tp_dealloc = (destructor)RunState_dealloc,
+    .tp_traverse = (traverseproc)RunState_traverse,
+    .tp_clear = (inquiry)RunState_clear,
+    .tp_members = RunState_members,
+    .tp_getset = RunState_getset,
+    .tp_methods = RunState_methods,
+};
+
+/* ----------------------------------------------------------------------------------- helpers */
+
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+/* Python's \s on an ASCII str. */
+static inline int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+static int
+digits(const unsigned char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(p[i]))
+            return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static long long
+days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/*
+ * An ISO time in the form parse.parse_iso_time takes from its per-second cache
+ * (YYYY-MM-DDTHH:MM:SS, an optional .fraction of 1-9 digits, then Z), parsed to the same float:
+ * whole seconds plus float(".ffffff"). Returns the length consumed, or 0 when the text is in any
+ * other form (Python then handles the line).
+ */
+static Py_ssize_t
+parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
+{
+    int y, mo, d, h, mi, s;
+    if (n < 20 || p[4] != '-' || p[7] != '-' || p[10] != 'T' || p[13] != ':' || p[16] != ':')
+        return 0;
+    if (!digits(p, 4, &y) || !digits(p + 5, 2, &mo) || !digits(p + 8, 2, &d) || !digits(p + 11, 2, &h) ||
+        !digits(p + 14, 2, &mi) || !digits(p + 17, 2, &s))
+        return 0;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59)
+        return 0;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return 0;
+    Py_ssize_t i = 19;
+    double frac = 0.0;
+    if (p[i] == '.') {
+        Py_ssize_t j = i + 1;
+        while (j < n && is_digit(p[j]))
+            j++;
+        Py_ssize_t nd = j - i - 1;
+        if (nd < 1 || nd > 9)
+            return 0;
+        char buf[16];
+        Py_ssize_t keep = nd > 6 ? 6 : nd;
+        buf[0] = '.';
+        memcpy(buf + 1, p + i + 1, keep);
+        buf[keep + 1] = '\0';
+        frac = strtod(buf, NULL);
+        i = j;
+    }
+    if (i >= n || p[i] != 'Z')
+        return 0;
+    double base = (double)(days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + s);
+    *out = i > 19 ? base + frac : base;
+    return i + 1;
+}
+
+static int
+starts_with(const unsigned char *p, Py_ssize_t n, const char *lit)
+{
+    size_t k = strlen(lit);
+    return (size_t)n >= k && memcmp(p, lit, k) == 0;
+}
+
+/* stacktrace.is_continuation for lines the kernel takes (callers exclude the Traceback forms). */
+static int
+is_continuation(const unsigned char *p, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    if (p[0] == ' ' || p[0] == '\t')
+        return 1;
+    if (starts_with(p, n, "Caused by:"))
+        return 1;
+    if (p[0] == '}' || p[0] == ']') {
+        for (Py_ssize_t i = 1; i < n; i++)
+            if (p[i] != ',' && p[i] != ';' && p[i] != ')')
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* The ring's copy of a line: at most `chars` characters, cut ones ending in "…". New reference. */
+static PyObject *
+ring_text(const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
+{
+    if (n <= chars) {
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL)
+            memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+        return s;
+    }
+    PyObject *s = PyUnicode_New(chars + 1, 0xffff);
+    if (s == NULL)
+        return NULL;
+    Py_UCS2 *out = PyUnicode_2BYTE_DATA(s);
+    for (Py_ssize_t i = 0; i < chars; i++)
+        out[i] = p[i];
+    out[chars] = 0x2026;
+    return s;
+}
+
+
+/*
+ * What parse.LineParser makes of the head of a line, for lines in the default format. Offsets are
+ * from the line's start. HEAD_OTHER: a form the kernel leaves to Python (a non-run [tag], a time
+ * prefix it does not parse, text after a time prefix).
+ */
+enum { HEAD_OTHER = -1, HEAD_UNTAGGED = 0, HEAD_RUN = 1 };
+
+typedef struct {
+    Py_ssize_t body;      /* after the "[ISO time] " prefix */
+    Py_ssize_t message;   /* where LogLine.message starts */
+    Py_ssize_t suffix, suffix_len, client, client_len, level, level_len;
+    double ts;            /* the prefix's time, or NaN */
+} Head;
+
+static int
+parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
+{
+    h->body = h->message = 0;
+    h->suffix = h->suffix_len = h->client = h->client_len = h->level = h->level_len = 0;
+    h->ts = NAN;
+    if (len == 0 || p[0] != '[')
+        return (len >= 2 && p[0] == '2' && p[1] == '0') ? HEAD_OTHER : HEAD_UNTAGGED;
+    /* [ISO time] prefix, as Render's API and viewer prefix lines */
+    if (len > 6 && p[1] == '2' && p[2] == '0' && p[5] == '-') {
+        Py_ssize_t m = parse_iso_z(p + 1, len - 1, &h->ts);
+        if (m == 0 || 1 + m + 1 >= len || p[1 + m] != ']' || !is_space(p[2 + m]))
+            return HEAD_OTHER;
+        h->body = h->message = m + 3;
+        if (p[h->body] != '[')
+            return HEAD_OTHER;
+    }
+    /* [YYMMDD-HHMMSS(-suffix)?] */
+    const unsigned char *b = p + h->body;
+    Py_ssize_t bl = len - h->body;
+    if (bl < 15 || !(is_digit(b[1]) && is_digit(b[2]) && is_digit(b[3]) && is_digit(b[4]) && is_digit(b[5]) &&
+                     is_digit(b[6]) && b[7] == '-' && is_digit(b[8]) && is_digit(b[9]) && is_digit(b[10]) &&
+                     is_digit(b[11]) && is_digit(b[12]) && is_digit(b[13])))
+        return HEAD_OTHER;
+    Py_ssize_t q = 14;
+    if (b[q] == '-') {
+        Py_ssize_t r = q + 1;
+        while (r < bl && b[r] != ']')
+            r++;
+        if (r >= bl || r == q + 1)
+            return HEAD_OTHER;
+        h->suffix = h->body + q + 1;
+        h->suffix_len = r - q - 1;
+        q = r;
+    }
+    if (q >= bl || b[q] != ']')
+        return HEAD_OTHER;
+    q++;
+    /* The full format: \s*[client]\s*[operation]\s*[Level]\s? — else the run tag alone counts. */
+    Py_ssize_t r = q, client = 0, client_len = 0;
+    for (int f = 0; f < 2; f++) {
+        while (r < bl && is_space(b[r]))
+            r++;
+        if (r >= bl || b[r] != '[')
+            goto run_only;
+        Py_ssize_t e = r + 1;
+        while (e < bl && b[e] != ']')
+            e++;
+        if (e >= bl)
+            goto run_only;
+        if (f == 0) {
+            client = r + 1;
+            client_len = e - r - 1;
+        }
+        r = e + 1;
+    }
+    while (r < bl && is_space(b[r]))
+        r++;
+    {
+        Py_ssize_t e = r + 1;
+        while (e < bl && ((b[e] | 0x20) >= 'a' && (b[e] | 0x20) <= 'z'))
+            e++;
+        if (r >= bl || b[r] != '[' || e == r + 1 || e >= bl || b[e] != ']')
+            goto run_only;
+        h->level = h->body + r + 1;
+        h->level_len = e - r - 1;
+        e++;
+        h->client = h->body + client;
+        h->client_len = client_len;
+        h->message = h->body + e + (e < bl && is_space(b[e]));
+        return HEAD_RUN;
+    }
+run_only:
+    h->message = h->body + q + (q < bl && is_space(b[q]));
+    return HEAD_RUN;
+}
+
+/* ------------------------------------------------------------------------------------ Kernel */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *runs;     /* OrderedDict run id -> RunBuffer */
+    PyObject *systems;  /* dict source name -> RunBuffer */
+    PyObject *move_to_end;
+    Py_ssize_t chars;
+    Py_ssize_t meta_lines;
+    PyObject *levels;   /* tuple of bytes: upper-case levels (and aliases) some pattern fires on */
+    /* the loaded batch */
+    Py_buffer data, index, flags, source_of, ts;
+    int have_data, have_source_of, have_ts;
+    PyObject *sources;  /* list of _SourceState */
+    PyObject *names;    /* list of source names */
+    double now;         /* NaN: times come from the lines */
+    RunState **touched;
+    Py_ssize_t ntouched, touched_cap;
+} Kernel;
+
+static int
+level_fires(PyObject *levels, const unsigned char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(levels); i++) {
+        PyObject *v = PyTuple_GET_ITEM(levels, i);
+        if (PyBytes_GET_SIZE(v) != n)
+            continue;
+        const char *w = PyBytes_AS_STRING(v);
+        Py_ssize_t j = 0;
+        while (j < n && (p[j] >= 'a' && p[j] <= 'z' ? p[j] - 32 : p[j]) == (unsigned char)w[j])
+            j++;
+        if (j == n)
+            return 1;
+    }
+    return 0;
+}
+
+static void
+kernel_release_buffers(Kernel *k)
+{
+    if (k->have_data) {
+        PyBuffer_Release(&k->data);
+        PyBuffer_Release(&k->index);
+        PyBuffer_Release(&k->flags);
+        k->have_data = 0;
+    }
+    if (k->have_source_of) {
+        PyBuffer_Release(&k->source_of);
+        k->have_source_of = 0;
+    }
+    if (k->have_ts) {
+        PyBuffer_Release(&k->ts);
+        k->have_ts = 0;
+    }
+    Py_CLEAR(k->sources);
+    Py_CLEAR(k->names);
+}
+
+static int
+Kernel_traverse(Kernel *k, visitproc visit, void *arg)
+{
+    Py_VISIT(k->runs);
+    Py_VISIT(k->systems);
+    Py_VISIT(k->move_to_end);
+    Py_VISIT(k->levels);
+    Py_VISIT(k->sources);
+    Py_VISIT(k->names);
+    for (Py_ssize_t i = 0; i < k->ntouched; i++)
+        Py_VISIT(k->touched[i]);
+    return 0;
+}
+
+static int
+Kernel_clear(Kernel *k)
+{
+    kernel_release_buffers(k);
+    for (Py_ssize_t i = 0; i < k->ntouched; i++)
+        Py_CLEAR(k->touched[i]);
+    k->ntouched = 0;
+    Py_CLEAR(k->runs);
+    Py_CLEAR(k->systems);
+    Py_CLEAR(k->move_to_end);
+    Py_CLEAR(k->levels);
+    return 0;
+}
+
+static void
+Kernel_dealloc(Kernel *k)
+{
+    PyObject_GC_UnTrack(k);
+    Kernel_clear(k);
+    PyMem_Free(k->touched);
+    Py_TYPE(k)->tp_free((PyObject *)k);
+}
+
+static int
+Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"runs", "systems", "chars", "meta_lines", "levels", NULL};
+    PyObject *runs, *systems, *levels;
+    Py_ssize_t chars, meta_lines;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!nnO!", kwlist, &PyDict_Type, &runs, &PyDict_Type, &systems,
+                                     &chars, &meta_lines, &PyTuple_Type, &levels))
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(levels); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(levels, i))) {
+            PyErr_SetString(PyExc_TypeError, "levels must be a tuple of bytes");
+            return -1;
+        }
+    }
+    if (chars < 0) {
+        PyErr_SetString(PyExc_ValueError, "chars must be >= 0");
+        return -1;
+    }
+    PyObject *move = PyObject_GetAttrString(runs, "move_to_end");
+    if (move == NULL)
+        return -1;
+    Py_XSETREF(k->runs, Py_NewRef(runs));
+    Py_XSETREF(k->systems, Py_NewRef(systems));
+    Py_XSETREF(k->move_to_end, move);
+    Py_XSETREF(k->levels, Py_NewRef(levels));
+    k->chars = chars;
+    k->meta_lines = meta_lines;
+    return 0;
+}
+
+/* load(data, index, flags, sources, names, source_of, ts, now) */
+static PyObject *
+Kernel_load(Kernel *k, PyObject *args)
+{
+    PyObject *data, *index, *flags, *sources, *names, *source_of, *ts;
+    double now;
+    if (!PyArg_ParseTuple(args, "OOOO!O!OOd", &data, &index, &flags, &PyList_Type, &sources, &PyList_Type, &names,
+                          &source_of, &ts, &now))
+        return NULL;
+    kernel_release_buffers(k);
+    if (PyObject_GetBuffer(data, &k->data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(index, &k->index, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&k->data);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(flags, &k->flags, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&k->data);
+        PyBuffer_Release(&k->index);
+        return NULL;
+    }
+    k->have_data = 1;
+    Py_ssize_t n = k->index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
+    if (n < 0 || k->flags.len < n || PyList_GET_SIZE(sources) != PyList_GET_SIZE(names) ||
+        PyList_GET_SIZE(sources) < 1) {
+        kernel_release_buffers(k);
+        PyErr_SetString(PyExc_ValueError, "load(): index, flags and sources do not fit together");
+        return NULL;
+    }
+    if (source_of != Py_None) {
+        if (PyObject_GetBuffer(source_of, &k->source_of, PyBUF_SIMPLE) < 0) {
+            kernel_release_buffers(k);
+            return NULL;
+        }
+        k->have_source_of = 1;
+        const unsigned char *so = k->source_of.buf;
+        int bad = k->source_of.len < n;
+        for (Py_ssize_t i = 0; !bad && i < n; i++)
+            bad = so[i] >= PyList_GET_SIZE(sources);
+        if (bad) {
+            kernel_release_buffers(k);
+            PyErr_SetString(PyExc_ValueError, "load(): source_of does not fit the lines and sources");
+            return NULL;
+        }
+    }
+    if (ts != Py_None) {
+        if (PyObject_GetBuffer(ts, &k->ts, PyBUF_SIMPLE) < 0) {
+            kernel_release_buffers(k);
+            return NULL;
+        }
+        k->have_ts = 1;
+        if (k->ts.len < n * (Py_ssize_t)sizeof(double)) {
+            kernel_release_buffers(k);
+            PyErr_SetString(PyExc_ValueError, "load(): ts is shorter than the lines");
+            return NULL;
+        }
+    }
+    k->sources = Py_NewRef(sources);
+    k->names = Py_NewRef(names);
+    k->now = now;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Kernel_release(Kernel *k, PyObject *unused)
+{
+    kernel_release_buffers(k);
+    Py_RETURN_NONE;
+}
+
+static int
+touch(Kernel *k, RunState *run, Py_ssize_t i, double ts)
+{
+    if (run->touched_idx < 0) {
+        if (k->ntouched == k->touched_cap) {
+            Py_ssize_t cap = k->touched_cap ? k->touched_cap * 2 : 64;
+            RunState **t = PyMem_Realloc(k->touched, cap * sizeof(RunState *));
+            if (t == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            k->touched = t;
+            k->touched_cap = cap;
+        }
+        k->touched[k->ntouched++] = (RunState *)Py_NewRef(run);
+    }
+    run->touched_idx = i;
+    run->touched_ts = ts;
+    return 0;
+}
+
+static int
+by_touched_idx(const void *a, const void *b)
+{
+    Py_ssize_t x = (*(RunState *const *)a)->touched_idx, y = (*(RunState *const *)b)->touched_idx;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Triage._touch for every run touched since the last call, in order of each run's last line: the
+ * pipeline clock advances, log times are recorded and runs move to the recent end of Triage.runs.
+ */
+static int
+apply_times(Kernel *k, double *clock)
+{
+    int rc = 0;
+    if (k->ntouched > 1)
+        qsort(k->touched, k->ntouched, sizeof(RunState *), by_touched_idx);
+    for (Py_ssize_t j = 0; j < k->ntouched; j++) {
+        RunState *run = k->touched[j];
+        double ts = run->touched_ts;
+        double t = isnan(k->now) ? ts : k->now;
+        if (!isnan(t) && t > *clock)
+            *clock = t;
+        if (!isnan(ts) && rc == 0) {
+            PyObject *f = PyFloat_FromDouble(ts);
+            if (f == NULL) {
+                rc = -1;
+            } else {
+                if (run->first_ts == Py_None)
+                    Py_SETREF(run->first_ts, Py_NewRef(f));
+                Py_SETREF(run->last_ts, f);
+            }
+        }
+        run->last_activity = *clock;
+        if (!run->is_system && rc == 0) {
+            PyObject *r = PyObject_CallOneArg(k->move_to_end, run->key);
+            if (r == NULL)
+                rc = -1;
+            Py_XDECREF(r);
+        }
+        run->touched_idx = -1;
+        Py_DECREF(run);
+    }
+    k->ntouched = 0;
+    return rc;
+}
+
+typedef struct {
+    PyObject *obj;      /* the _SourceState, borrowed from k->sources */
+    PyObject *run;      /* its run (new reference), or NULL for None */
+    int event_open;
+    int in_traceback;
+    int dirty;
+} Source;
+
+static int
+source_load(Source *s, PyObject *obj)
+{
+    s->obj = obj;
+    s->dirty = 0;
+    PyObject *ev = PyObject_GetAttr(obj, str_event);
+    if (ev == NULL)
+        return -1;
+    s->event_open = ev != Py_None;
+    Py_DECREF(ev);
+    PyObject *run = PyObject_GetAttr(obj, str_run);
+    if (run == NULL)
+        return -1;
+    if (run == Py_None || !PyObject_TypeCheck(run, &RunStateType)) {
+        /* Not a RunState: the kernel treats the source as having no run (Python handles such lines). */
+        s->run = NULL;
+        Py_DECREF(run);
+    } else {
+        s->run = run;
+    }
+    PyObject *tb = PyObject_GetAttr(obj, str_in_traceback);
+    if (tb == NULL)
+        return -1;
+    s->in_traceback = PyObject_IsTrue(tb);
+    Py_DECREF(tb);
+    return s->in_traceback < 0 ? -1 : 0;
+}
+
+static int
+source_store(Source *s)
+{
+    int rc = 0;
+    if (s->obj != NULL && s->dirty) {
+        rc = PyObject_SetAttr(s->obj, str_run, s->run ? s->run : Py_None);
+        if (rc == 0)
+            rc = PyObject_SetAttr(s->obj, str_in_traceback, Py_False);
+    }
+    Py_CLEAR(s->run);
+    s->obj = NULL;
+    return rc;
+}
+
+/*
+ * scan(pos, clock) -> (pos, reason, clock, fast_lines)
+ *
+ * Processes lines from `pos` until one needs Python: reason STOP_LINE (process that line in full),
+ * STOP_EVENT (the line's source has an open event: finish it, then scan again from the same line),
+ * or STOP_END. Times of the lines taken are applied before returning.
+ */
+static PyObject *
+Kernel_scan(Kernel *k, PyObject *args)
+{
+    Py_ssize_t pos;
+    double clock;
+    if (!PyArg_ParseTuple(args, "nd", &pos, &clock))
+        return NULL;
+    if (!k->have_data) {
+        PyErr_SetString(PyExc_RuntimeError, "scan() before load()");
+        return NULL;
+    }
+    const unsigned char *data = k->data.buf;
+    const Py_ssize_t *starts = k->index.buf;
+    Py_ssize_t n = k->index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
+    const unsigned char *flags = k->flags.buf;
+    const unsigned char *source_of = k->have_source_of ? k->source_of.buf : NULL;
+    const double *tsv = k->have_ts ? k->ts.buf : NULL;
+    const Py_ssize_t chars = k->chars;
+    Source src = {NULL, NULL, 0, 0, 0};
+    int cur = -1;
+    int reason = STOP_END;
+    Py_ssize_t fast = 0;
+    Py_ssize_t i = pos < 0 ? 0 : pos;
+    int failed = 0;
+
+    for (; i < n; i++) {
+        if (flags[i] & (FLAG_FULL | FLAG_CAND)) {
+            reason = STOP_LINE;
+            break;
+        }
+        int s = source_of ? source_of[i] : 0;
+        if (s != cur) {
+            if (source_store(&src) < 0 || source_load(&src, PyList_GET_ITEM(k->sources, s)) < 0) {
+                failed = 1;
+                break;
+            }
+            cur = s;
+        }
+        const unsigned char *p = data + starts[i];
+        Py_ssize_t len = starts[i + 1] - 1 - starts[i];
+        if (len < 0)
+            len = 0;
+        /* Non-ASCII text, escapes and carriage returns: Python's parse and Unicode regexes decide. */
+        int plain = 1;
+        for (Py_ssize_t j = 0; j < len; j++) {
+            unsigned char c = p[j];
+            if (c >= 0x80 || c == 0x1b || c == '\r' || c == 0) {
+                plain = 0;
+                break;
+            }
+        }
+        if (!plain) {
+            reason = STOP_LINE;
+            break;
+        }
+        double ts = tsv ? tsv[i] : NAN;
+        if (len > 0 && p[0] == '[') {
+            Head h;
+            if (parse_head(p, len, &h) != HEAD_RUN) {
+                reason = STOP_LINE;
+                break;
+            }
+            if (h.level_len > 0 && level_fires(k->levels, p + h.level, h.level_len)) {
+                reason = STOP_LINE; /* a level-only pattern fires on it */
+                break;
+            }
+            if (isnan(ts))
+                ts = h.ts;
+            const unsigned char *b = p + h.body;
+            Py_ssize_t bl = len - h.body;
+            Py_ssize_t suffix = h.suffix - h.body, suffix_len = h.suffix_len;
+            Py_ssize_t client = h.client - h.body, client_len = h.client_len;
+            PyObject *key = PyUnicode_New(13, 127);
+            if (key == NULL) {
+                failed = 1;
+                break;
+            }
+            memcpy(PyUnicode_1BYTE_DATA(key), b + 1, 13);
+            PyObject *found = PyDict_GetItemWithError(k->runs, key);
+            Py_DECREF(key);
+            if (found == NULL) {
+                if (PyErr_Occurred())
+                    failed = 1;
+                else
+                    reason = STOP_LINE; /* a new run (or one to reopen): Python creates it */
+                break;
+            }
+            if (!PyObject_TypeCheck(found, &RunStateType)) {
+                reason = STOP_LINE;
+                break;
+            }
+            RunState *run = (RunState *)found;
+            if (!run->meta_settled && run->checked_lines < k->meta_lines) {
+                reason = STOP_LINE; /* run type / stream may still be announced */
+                break;
+            }
+            if (src.event_open) {
+                reason = STOP_EVENT;
+                break;
+            }
+            PyObject *text = ring_text(b, bl, chars);
+            if (text == NULL || run_add_line(run, text) < 0) {
+                failed = 1;
+                break;
+            }
+            /* note_client(run_suffix or client), client "SYSTEM" meaning none */
+            const unsigned char *name = NULL;
+            Py_ssize_t name_len = 0;
+            if (suffix_len) {
+                name = b + suffix;
+                name_len = suffix_len;
+            } else if (client_len && !(client_len == 6 && memcmp(b + client, "SYSTEM", 6) == 0)) {
+                name = b + client;
+                name_len = client_len;
+            }
+            if (name != NULL) {
+                Py_ssize_t nc = PyList_GET_SIZE(run->client_ids);
+                int seen = 0;
+                for (Py_ssize_t c = 0; c < nc && !seen; c++) {
+                    PyObject *have = PyList_GET_ITEM(run->client_ids, c);
+                    seen = PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND &&
+                           PyUnicode_GET_LENGTH(have) == name_len &&
+                           memcmp(PyUnicode_1BYTE_DATA(have), name, name_len) == 0;
+                }
+                if (!seen && nc < 32) {
+                    PyObject *v = PyUnicode_New(name_len, 127);
+                    if (v == NULL) {
+                        failed = 1;
+                        break;
+                    }
+                    memcpy(PyUnicode_1BYTE_DATA(v), name, name_len);
+                    int err = PyList_Append(run->client_ids, v);
+                    Py_DECREF(v);
+                    if (err < 0) {
+                        failed = 1;
+                        break;
+                    }
+                }
+            }
+            run->lines++;
+            run->checked_lines++;
+            if (touch(k, run, i, ts) < 0) {
+                failed = 1;
+                break;
+            }
+            Py_XSETREF(src.run, (PyObject *)Py_NewRef(run));
+            src.in_traceback = 0;
+            src.dirty = 1;
+            fast++;
+            continue;
+        }
+        /* Untagged: a continuation of the source's last event, or a head line of its system bucket. */
+        if (src.in_traceback || (len > 0 && is_digit(p[0])) || starts_with(p, len, "Traceback (") ||
+            starts_with(p, len, "During handling") || starts_with(p, len, "The above exception")) {
+            reason = STOP_LINE;
+            break;
+        }
+        RunState *run;
+        if (src.run != NULL && is_continuation(p, len)) {
+            if (src.event_open) {
+                reason = STOP_LINE; /* a frame of an issue's stack trace */
+                break;
+            }
+            run = (RunState *)src.run;
+        } else {
+            if (src.event_open) {
+                reason = STOP_EVENT;
+                break;
+            }
+            PyObject *found = PyDict_GetItemWithError(k->systems, PyList_GET_ITEM(k->names, cur));
+            if (found == NULL || !PyObject_TypeCheck(found, &RunStateType)) {
+                if (PyErr_Occurred())
+                    failed = 1;
+                else
+                    reason = STOP_LINE;
+                break;
+            }
+            run = (RunState *)found;
+            Py_XSETREF(src.run, (PyObject *)Py_NewRef(run));
+            src.in_traceback = 0;
+            src.dirty = 1;
+        }
+        PyObject *text = ring_text(p, len, chars);
+        if (text == NULL || run_add_line(run, text) < 0) {
+            failed = 1;
+            break;
+        }
+        run->lines++;
+        if (touch(k, run, i, ts) < 0) {
+            failed = 1;
+            break;
+        }
+        fast++;
+    }
+    if (source_store(&src) < 0)
+        failed = 1;
+    if (apply_times(k, &clock) < 0)
+        failed = 1;
+    if (failed)
+        return NULL;
+    return Py_BuildValue("nidn", i, reason, clock, fast);
+}
+
+static PyMethodDef Kernel_methods[] = {
+    {"load", (PyCFunction)Kernel_load, METH_VARARGS,
+     "load(data, index, flags, sources, names, source_of, ts, now): the batch to scan."},
+    {"scan", (PyCFunction)Kernel_scan, METH_VARARGS,
+     "scan(pos, clock) -> (pos, reason, clock, fast_lines): take lines until one needs Python."},
+    {"release", (PyCFunction)Kernel_release, METH_NOARGS, "Drop the loaded batch."},
+    {NULL}};
+
+static PyTypeObject KernelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.Kernel",
+    .tp_doc = PyDoc_STR("Kernel(runs, systems, chars, meta_lines): the per-line loop of one Triage."),
+    .tp_basicsize = sizeof(Kernel),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Kernel_init,
+    .tp_dealloc = (destructor)Kernel_dealloc,
+    .tp_traverse = (traverseproc)Kernel_traverse,
+    .tp_clear = (inquiry)Kernel_clear,
+    .tp_methods = Kernel_methods,
+};
+
+/* ------------------------------------------------------------------------------------ module */
+
+/* index_lines(data) -> bytes: native Py_ssize_t start offsets of each line, plus one past the end. */
+static PyObject *
+index_lines(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const char *p = view.buf, *end = p + view.len;
+    Py_ssize_t count = 0;
+    for (const char *q = p; (q = memchr(q, '\n', end - q)) != NULL; q++)
+        count++;
+    Py_ssize_t lines = count + (view.len > 0 && p[view.len - 1] != '\n');
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (lines + 1) * sizeof(Py_ssize_t));
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t *starts = (Py_ssize_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t k = 0;
+    starts[k++] = 0;
+    for (const char *q = p; k <= lines && (q = memchr(q, '\n', end - q)) != NULL; q++)
+        starts[k++] = q - p + 1;
+    if (k <= lines)
+        starts[k++] = view.len + 1; /* the last line has no newline */
+    PyBuffer_Release(&view);
+    return out;
+}
+
+
+/*
+ * blank_heads(data, index) -> bytes: a copy of data in which everything before each line's message
+ * (time prefix, run tag, client, operation, level) is replaced by newlines, and so is every line the
+ * kernel cannot read (it never takes those). Scanned with MULTILINE expressions that cannot match a
+ * newline, every hit lies within one message, and ^ and $ anchor where they do on LogLine.message.
+ */
+static PyObject *
+blank_heads(PyObject *module, PyObject *args)
+{
+    Py_buffer data, index;
+    if (!PyArg_ParseTuple(args, "y*y*", &data, &index))
+        return NULL;
+    Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
+    PyObject *out = PyBytes_FromStringAndSize(data.buf, data.len);
+    if (out != NULL) {
+        const Py_ssize_t *starts = index.buf;
+        unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+        const unsigned char *p = data.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t s = starts[i], len = starts[i + 1] - 1 - s;
+            if (s < 0 || len < 0 || s + len > data.len)
+                continue;
+            Head h;
+            Py_ssize_t blank = parse_head(p + s, len, &h) == HEAD_OTHER ? len : h.message;
+            memset(q + s, '\n', blank);
+        }
+    }
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&index);
+    return out;
+}
+
+/* ----------------------------------------------------------------------------------- HitSink */
+
+/*
+ * A Hyperscan match handler implemented in C: it only records (expression, start, end), so a batch
+ * with many hits costs no Python frame per hit. classify() turns the hits into per-line flags.
+ */
+typedef struct {
+    unsigned int id;
+    Py_ssize_t start, end;
+} Hit;
+
+typedef struct {
+    PyObject_HEAD
+    Hit *hits;
+    Py_ssize_t n, cap;
+} HitSink;
+
+static void
+HitSink_dealloc(HitSink *self)
+{
+    PyMem_Free(self->hits);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+HitSink_call(HitSink *self, PyObject *args, PyObject *kwds)
+{
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 3) {
+        PyErr_SetString(PyExc_TypeError, "HitSink(id, start, end, ...)");
+        return NULL;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(args, 0));
+    Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(args, 1));
+    Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(args, 2));
+    if (PyErr_Occurred())
+        return NULL;
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 256;
+        Hit *h = PyMem_Realloc(self->hits, cap * sizeof(Hit));
+        if (h == NULL)
+            return PyErr_NoMemory();
+        self->hits = h;
+        self->cap = cap;
+    }
+    self->hits[self->n].id = (unsigned int)id;
+    self->hits[self->n].start = start;
+    self->hits[self->n].end = end;
+    self->n++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HitSink_clear(HitSink *self, PyObject *unused)
+{
+    self->n = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+HitSink_len(HitSink *self)
+{
+    return self->n;
+}
+
+static PySequenceMethods HitSink_as_sequence = {.sq_length = (lenfunc)HitSink_len};
+
+static PyMethodDef HitSink_methods[] = {
+    {"clear", (PyCFunction)HitSink_clear, METH_NOARGS, "Forget the recorded hits."},
+    {NULL}};
+
+static PyTypeObject HitSinkType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.HitSink",
+    .tp_doc = PyDoc_STR("Records Hyperscan hits (pass it as match_event_handler)."),
+    .tp_basicsize = sizeof(HitSink),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)HitSink_dealloc,
+    .tp_call = (ternaryfunc)HitSink_call,
+    .tp_as_sequence = &HitSink_as_sequence,
+    .tp_methods = HitSink_methods,
+};
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* The line holding byte `off`: the last i with starts[i] <= off. */
+static Py_ssize_t
+line_of(const Py_ssize_t *starts, Py_ssize_t n, Py_ssize_t off)
+{
+    Py_ssize_t lo = 0, hi = n; /* starts[lo] <= off < starts[hi] */
+    while (hi - lo > 1) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (starts[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
+
+/*
+ * classify(sink, index, roles, patterns, exact) -> (flags, candidates)
+ *
+ * The hits come from a scan of blank_heads(data): every hit lies within one line's message.
+ * roles[id]: ROLE_FULL (completion markers: the line takes the full path), ROLE_PATTERN (a pattern's
+ * expression) or ROLE_UNLESS (its exclusion, matched exactly). patterns[id]: the pattern index
+ * (uint16). exact[id]: Hyperscan matches the expression exactly.
+ * A line with an exact hit of a pattern is FLAG_FULL unless the same pattern's exclusion matched
+ * too; an inexact hit makes the line FLAG_CAND, and (line, pattern) goes into `candidates` (a list of
+ * pairs) for Python to confirm.
+ */
+static PyObject *
+classify(PyObject *module, PyObject *args)
+{
+    PyObject *sink_obj;
+    Py_buffer index, roles, patterns, exact;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*y*", &HitSinkType, &sink_obj, &index, &roles, &patterns, &exact))
+        return NULL;
+    HitSink *sink = (HitSink *)sink_obj;
+    PyObject *flags = NULL, *cands = NULL, *result = NULL;
+    unsigned long long *found = NULL, *excluded = NULL;
+    const Py_ssize_t *starts = index.buf;
+    Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
+    Py_ssize_t nroles = roles.len;
+    if (n < 0 || patterns.len < 2 * nroles || exact.len < nroles) {
+        PyErr_SetString(PyExc_ValueError, "classify(): arguments do not fit together");
+        goto done;
+    }
+    flags = PyByteArray_FromStringAndSize(NULL, n);
+    cands = PyList_New(0);
+    found = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
+    excluded = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
+    if (flags == NULL || cands == NULL || found == NULL || excluded == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    unsigned char *fl = (unsigned char *)PyByteArray_AS_STRING(flags);
+    memset(fl, 0, n);
+    const unsigned char *role = roles.buf, *ex = exact.buf;
+    const unsigned short *pat = patterns.buf;
+    Py_ssize_t nfound = 0, nexcluded = 0;
+    for (Py_ssize_t h = 0; h < sink->n && n > 0; h++) {
+        Hit hit = sink->hits[h];
+        if (hit.id >= nroles || hit.end <= 0)
+            continue;
+        Py_ssize_t line = line_of(starts, n, hit.end - 1);
+        unsigned long long key = ((unsigned long long)line << 16) | pat[hit.id];
+        switch (role[hit.id]) {
+        case ROLE_FULL:
+            fl[line] |= FLAG_FULL;
+            break;
+        case ROLE_PATTERN:
+            if (ex[hit.id]) {
+                found[nfound++] = key;
+            } else {
+                fl[line] |= FLAG_CAND;
+                PyObject *pair = Py_BuildValue("(nH)", line, pat[hit.id]);
+                if (pair == NULL || PyList_Append(cands, pair) < 0) {
+                    Py_XDECREF(pair);
+                    goto done;
+                }
+                Py_DECREF(pair);
+            }
+            break;
+        case ROLE_UNLESS:
+            excluded[nexcluded++] = key;
+            break;
+        }
+    }
+    if (nexcluded > 1)
+        qsort(excluded, nexcluded, sizeof(unsigned long long), cmp_u64);
+    for (Py_ssize_t j = 0; j < nfound; j++) {
+        if (nexcluded && bsearch(&found[j], excluded, nexcluded, sizeof(unsigned long long), cmp_u64))
+            continue;
+        fl[found[j] >> 16] |= FLAG_FULL;
+    }
+    result = PyTuple_Pack(2, flags, cands);
+done:
+    Py_XDECREF(flags);
+    Py_XDECREF(cands);
+    PyMem_Free(found);
+    PyMem_Free(excluded);
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&roles);
+    PyBuffer_Release(&patterns);
+    PyBuffer_Release(&exact);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"index_lines", index_lines, METH_O,
+     "index_lines(data) -> bytes: start offsets (native ssize_t) of each line and one past the end."},
+    {"classify", classify, METH_VARARGS,
+     "classify(sink, index, roles, patterns, exact) -> (flags, [(line, pattern)]): per-line flags from hits."},
+    {"blank_heads", blank_heads, METH_VARARGS,
+     "blank_heads(data, index) -> bytes: data with every line's head (before its message) made newlines."},
+    {NULL}};
+
+static struct PyModuleDef kernel_module = {
+    PyModuleDef_HEAD_INIT, "stream_triage.pipeline._kernel",
+    "The pipeline's per-line loop in C (see triage.py).", -1, module_methods};
+
+PyMODINIT_FUNC
+PyInit__kernel(void)
+{
+    if (PyType_Ready(&RunStateType) < 0 || PyType_Ready(&KernelType) < 0 || PyType_Ready(&HitSinkType) < 0)
+        return NULL;
+    str_after = PyUnicode_InternFromString("after");
+    str_wanted = PyUnicode_InternFromString("wanted");
+    str_event = PyUnicode_InternFromString("event");
+    str_run = PyUnicode_InternFromString("run");
+    str_in_traceback = PyUnicode_InternFromString("in_traceback");
+    str_ellipsis = PyUnicode_FromString("\xe2\x80\xa6");
+    if (!str_after || !str_wanted || !str_event || !str_run || !str_in_traceback || !str_ellipsis)
+        return NULL;
+    PyObject *m = PyModule_Create(&kernel_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "RunState", (PyObject *)&RunStateType) < 0 ||
+        PyModule_AddObjectRef(m, "Kernel", (PyObject *)&KernelType) < 0 ||
+        PyModule_AddObjectRef(m, "HitSink", (PyObject *)&HitSinkType) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_FULL", FLAG_FULL) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_CAND", FLAG_CAND) < 0 ||
+        PyModule_AddIntConstant(m, "STOP_END", STOP_END) < 0 ||
+        PyModule_AddIntConstant(m, "STOP_LINE", STOP_LINE) < 0 ||
+        PyModule_AddIntConstant(m, "STOP_EVENT", STOP_EVENT) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
