@@ -831,6 +831,9 @@ Kernel_scan(Kernel *k, PyObject *args)
     Py_ssize_t fast = 0;
     Py_ssize_t i = pos < 0 ? 0 : pos;
     int failed = 0;
+    /* At STOP_EVENT, Triage.process_line would have advanced the clock to the line's time before
+       finishing the event (which takes its time from the clock when its line has none). */
+    double stop_t = NAN;
 
     for (; i < n; i++) {
         if (flags[i] & (FLAG_FULL | FLAG_CAND)) {
@@ -905,6 +908,7 @@ Kernel_scan(Kernel *k, PyObject *args)
             }
             if (src.event_open) {
                 reason = STOP_EVENT;
+                stop_t = isnan(k->now) ? ts : k->now;
                 break;
             }
             PyObject *text = ring_text(b, bl, chars);
@@ -974,6 +978,7 @@ Kernel_scan(Kernel *k, PyObject *args)
         } else {
             if (src.event_open) {
                 reason = STOP_EVENT;
+                stop_t = isnan(k->now) ? ts : k->now;
                 break;
             }
             PyObject *found = PyDict_GetItemWithError(k->systems, PyList_GET_ITEM(k->names, cur));
@@ -1005,6 +1010,8 @@ Kernel_scan(Kernel *k, PyObject *args)
         failed = 1;
     if (apply_times(k, &clock) < 0)
         failed = 1;
+    if (!isnan(stop_t) && stop_t > clock)
+        clock = stop_t;
     if (failed)
         return NULL;
     return Py_BuildValue("nidn", i, reason, clock, fast);

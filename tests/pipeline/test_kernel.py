@@ -1,0 +1,209 @@
+"""The compiled kernel against the line-by-line pipeline, on seeded hostile input.
+
+Every way in — one record at a time (the exact reference), chunks of records, ``LineBatch`` buffers —
+must leave the same runs (rings, counters, times, clients, activity order) and store the same issues.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+
+from stream_triage.config import load_config
+from stream_triage.pipeline import fastpath
+from stream_triage.pipeline.triage import Triage
+from stream_triage.records import EndReason, LineBatch, RawRecord, RunFlush
+from stream_triage.sinks.memory import MemoryStore
+from tests.helpers import default_patterns
+
+pytestmark = pytest.mark.skipif(not fastpath.native_available(), reason="the C kernel is not built")
+
+RUNS = ["251103-081522", "251103-090000", "251103-093011", "251104-000001"]
+CLIENTS = ["Ann-Lee", "Guy-Wilson", "SYSTEM", "", "Zoë-Müller", "a b", "Dean[x"]
+LEVELS = ["INFO", "INFO", "INFO", "DEBUG", "info", "WARN", "warning", "ERROR", "Err", "FATAL", "NOTICE"]
+MESSAGES = [
+    "Processed lead rec{n} score={n} in {n} ms (batch 3 of 40)",
+    "Batch {n} complete: {n} successful, 0 failed",
+    "Batch {n} complete: {n} successful, 10 failed",
+    "batch 4 failed: 0 failures reported",
+    "Queued {n} leads for scoring on stream {s}",
+    "Starting smart resume for stream {s}",
+    "connect ECONNREFUSED 10.0.0.{n}:5432",
+    "Request failed with status code 503 for rec{n}",
+    "Gemini API rate limited (429 Too Many Requests), retrying in {n} s",
+    "rate limit configured: 5 per second",
+    "socket hang up, retrying",
+    "Failed to update Airtable record rec{n}",
+    "🎉 SMART RESUME PROCESSING COMPLETED ✅",
+    "SMART RESUME PROCESSING COMPLETED",
+    "token=sk-live-abcdef0123456789abcdef and password=hunter2",
+    "Cannot read properties of undefined (reading 'fields')",
+    "x" * 700,
+    "",
+    "tab\tseparated\x0bvertical",
+    "\x1b[31mred error\x1b[0m",
+    "resumé sent",
+    "timeout of 30000ms exceeded",
+]
+UNTAGGED = [
+    "    at scoreChunk (/opt/render/project/src/services/leadScoring.js:{n}:21)",
+    "    at processTicksAndRejections (node:internal/process/task_queues:95:5)",
+    "Caused by: java.io.IOException: boom",
+    "}}",
+    "]);",
+    "Traceback (most recent call last):",
+    '  File "/app/job.py", line {n}, in run',
+    "ValueError: bad value",
+    "2025-11-03 08:15:22.123 ERROR [main] c.a.App - failed",
+    "2025-11-03T08:15:22.123Z plain line with a time",
+    'clientIP="203.0.113.{n}" requestID="abc" responseTimeMS={n} responseBytes=12',
+    'clientIP="203.0.113.9" requestID="abc" responseTimeMS=5000 responseBytes=12',
+    'clientIP="203.0.113.9" requestID="abc" responseTimeMS=004999 responseBytes=12',
+    "==> Build successful 🎉",
+    "==> Running build command 'npm install'...",
+    "npm warn deprecated glob@7.2.3",
+    "[worker] [x] [op] [ERROR] not a run tag",
+    "[notarun]",
+    "",
+    "line with carriage return\r",
+    "nul\x00byte",
+    "Uncaught exception in worker",
+    "[251103-0815229] looks like a run tag",
+    "[251103-081522-] empty suffix",
+]
+PREFIXES = [
+    "",
+    "",
+    "[{iso}Z] ",
+    "[{iso}.123456789Z] ",
+    "[{iso}.1Z] ",
+    "[{iso}.1234567890Z] ",
+    "[{iso}+02:00] ",
+    "{iso}.5Z ",
+    "[2025-02-30T08:00:00Z] ",
+    "[{iso}Z]\t",
+    "[{iso}Z]",
+]
+
+
+def _lines(seed: int, count: int) -> list[tuple[str, str, float | None]]:
+    """(text, source, envelope time) triples: interleaved runs, sources and every odd form above."""
+    rng = random.Random(seed)
+    out = []
+    t = 1_762_157_700.0
+    for i in range(count):
+        t += rng.random() * 0.02
+        iso = f"2025-11-03T08:15:{i * 40 // count:02d}"
+        n = rng.randint(0, 99999)
+        prefix = rng.choice(PREFIXES).format(iso=iso)
+        if rng.random() < 0.25:
+            text = prefix + rng.choice(UNTAGGED).format(n=n)
+        else:
+            run = rng.choice(RUNS)
+            client = rng.choice(CLIENTS)
+            suffix = f"-{client}" if client and rng.random() < 0.5 else ""
+            msg = rng.choice(MESSAGES).format(n=n, s=rng.randint(1, 3))
+            sep = rng.choice([" ", " ", "", "  ", "\t"])
+            if rng.random() < 0.1:
+                text = f"{prefix}[{run}{suffix}]{sep}{msg}"
+            else:
+                text = f"{prefix}[{run}{suffix}]{sep}[{client}]{sep}[op{n % 3}]{sep}[{rng.choice(LEVELS)}]{sep}{msg}"
+        source = rng.choice(["app/web.1", "app/web.1", "app/web.2"])
+        out.append((text, source, t if rng.random() < 0.5 else None))
+    return out
+
+
+def _records(lines: list[tuple[str, str, float | None]]) -> list[RawRecord]:
+    return [RawRecord(text, source, ts, i + 1) for i, (text, source, ts) in enumerate(lines)]
+
+
+def _state(triage: Triage, flushes: list[RunFlush]) -> tuple:
+    """Everything a way in can change: stored issues and runs, and every open run's state."""
+    store = MemoryStore()
+    store.apply(flushes)
+    issues = {
+        fp: (i.severity, i.pattern, i.occurrences, sorted(i.positions), i.service, i.stack_trace, i.client_id,
+             i.run_ids, i.first_seen, i.last_seen, i.context, i.error_message)
+        for fp, i in store.issues.items()
+    }  # fmt: skip
+    runs = {
+        rid: (r.lines, r.first_ts, r.last_ts, r.ended, r.run_type, r.stream, r.client_ids)
+        for rid, r in store.runs.items()
+    }
+    open_runs = [
+        (k, r.ring, r.lines, r.first_ts, r.last_ts, r.last_activity, r.client_ids, r.run_type, r.stream)
+        for k, r in triage.runs.items()
+    ]
+    systems = {k: (r.ring, r.lines, r.first_ts, r.last_ts, r.last_activity) for k, r in triage.systems.items()}
+    return issues, runs, open_runs, systems, triage.now, triage.lines_processed
+
+
+def _triage() -> Triage:
+    return Triage(load_config(None, {}), default_patterns())
+
+
+def _before_and_after_finish(triage: Triage, out: list[RunFlush]) -> tuple[tuple, tuple]:
+    before = _state(triage, out)
+    return before, _state(triage, out + triage.flush_all(EndReason.EOF))
+
+
+def _one_by_one(records: list[RawRecord]) -> tuple[tuple, tuple]:
+    triage = _triage()
+    return _before_and_after_finish(triage, [f for r in records for f in triage.process(r)])
+
+
+def _chunked(records: list[RawRecord], size: int) -> tuple[tuple, tuple]:
+    triage = _triage()
+    assert triage._kernel is not None
+    out = [f for i in range(0, len(records), size) for f in triage.process_chunk(records[i : i + size])]
+    return _before_and_after_finish(triage, out)
+
+
+def _batches(lines: list[tuple[str, str, float | None]], size: int) -> tuple[tuple, tuple]:
+    triage = _triage()
+    out = []
+    for i in range(0, len(lines), size):
+        part = lines[i : i + size]
+        names = sorted({s for _, s, _ in part})
+        batch = LineBatch(
+            "\n".join(t for t, _, _ in part).encode("utf-8"),
+            names,
+            bytes(names.index(s) for _, s, _ in part),
+            array("d", [float("nan") if ts is None else ts for _, _, ts in part]),
+            i + 1,
+        )
+        out += triage.process_batch(batch)
+    return _before_and_after_finish(triage, out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_way_in_leaves_the_same_state(seed: int) -> None:
+    """Open runs compared before the final flush, stored issues (with context) after it."""
+    lines = _lines(seed, 1500)
+    records = _records(lines)
+    expected = _one_by_one(records)
+    assert expected[0][2], "the input leaves runs open"
+    assert len(expected[1][0]) >= 10, "the input yields issues"
+    for size in (8, 97, 1500):
+        assert _chunked(records, size) == expected, ("chunk", size)
+        assert _batches(lines, size) == expected, ("batch", size)
+
+
+def test_the_kernel_takes_most_lines_of_ordinary_input() -> None:
+    """Not a timing test: the fast path must actually be taken for ordinary lines."""
+    triage = _triage()
+    lines = [f"[251103-081522-Ann-Lee] [Ann-Lee] [smart_resume] [INFO] Starting smart resume for stream {1}"]
+    lines += [f"[251103-081522-Ann-Lee] [Ann-Lee] [lead_scoring] [INFO] Processed lead {i}" for i in range(2000)]
+    lines += [
+        f"[251103-081522-Ann-Lee] [Ann-Lee] [lead_scoring] [INFO] Batch {i} complete: 9 ok, 0 failed"
+        for i in range(500)
+    ]
+    taken = []
+    original = triage.process_line
+    triage.process_line = lambda line, now=None: taken.append(line) or original(line, now)  # type: ignore[method-assign]
+    triage.process_batch(LineBatch("\n".join(lines).encode(), ["s"]))
+    assert triage.lines_processed == len(lines)
+    assert len(taken) <= 2, [t.text for t in taken]
+    assert triage.runs["251103-081522"].ring[-1].endswith("Batch 499 complete: 9 ok, 0 failed")
