@@ -1070,9 +1070,10 @@ index_lines(PyObject *module, PyObject *arg)
 
 
 /*
- * blank_heads(data, index) -> bytes: a copy of data in which everything before each line's message
- * (time prefix, run tag, client, operation, level) is replaced by newlines, and so is every line the
- * kernel cannot read (it never takes those). Scanned with MULTILINE expressions that cannot match a
+ * blank_heads(data, index) -> (bytes, scanned): a copy of data in which everything before each
+ * line's message (time prefix, run tag, client, operation, level) is replaced by newlines, and so
+ * is every line whose message is not its bytes as they stand (scanned[i] is 0 for those; the kernel
+ * never takes them). Scanned with MULTILINE expressions that cannot match a
  * newline, every hit lies within one message, and ^ and $ anchor where they do on LogLine.message.
  */
 static PyObject *
@@ -1083,22 +1084,33 @@ blank_heads(PyObject *module, PyObject *args)
         return NULL;
     Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
     PyObject *out = PyBytes_FromStringAndSize(data.buf, data.len);
-    if (out != NULL) {
+    PyObject *scanned = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
+    PyObject *result = NULL;
+    if (out != NULL && scanned != NULL) {
         const Py_ssize_t *starts = index.buf;
         unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+        unsigned char *ok = (unsigned char *)PyBytes_AS_STRING(scanned);
         const unsigned char *p = data.buf;
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_ssize_t s = starts[i], len = starts[i + 1] - 1 - s;
+            ok[i] = 0;
             if (s < 0 || len < 0 || s + len > data.len)
                 continue;
+            /* Escapes, CR and NUL: the parser rewrites such a line, so its bytes are not its message. */
+            int raw = memchr(p + s, 0x1b, len) == NULL && memchr(p + s, '\r', len) == NULL &&
+                      memchr(p + s, 0, len) == NULL;
             Head h;
-            Py_ssize_t blank = parse_head(p + s, len, &h) == HEAD_OTHER ? len : h.message;
-            memset(q + s, '\n', blank);
+            int kind = raw ? parse_head(p + s, len, &h) : HEAD_OTHER;
+            ok[i] = kind != HEAD_OTHER;
+            memset(q + s, '\n', kind == HEAD_OTHER ? len : h.message);
         }
+        result = PyTuple_Pack(2, out, scanned);
     }
+    Py_XDECREF(out);
+    Py_XDECREF(scanned);
     PyBuffer_Release(&data);
     PyBuffer_Release(&index);
-    return out;
+    return result;
 }
 
 /* ----------------------------------------------------------------------------------- HitSink */
@@ -1215,8 +1227,8 @@ enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
  * expression) or ROLE_UNLESS (its exclusion, matched exactly). patterns[id]: the pattern index
  * (uint16). exact[id]: Hyperscan matches the expression exactly.
  * A line with an exact hit of a pattern is FLAG_FULL unless the same pattern's exclusion matched
- * too; an inexact hit makes the line FLAG_CAND, and (line, pattern) goes into `candidates` (a list of
- * pairs) for Python to confirm.
+ * too; an inexact hit makes the line FLAG_CAND. Every (line, pattern) that may match goes into
+ * `candidates` (a list of pairs): all a scanned message can match.
  */
 static PyObject *
 classify(PyObject *module, PyObject *args)
@@ -1283,6 +1295,12 @@ classify(PyObject *module, PyObject *args)
         if (nexcluded && bsearch(&found[j], excluded, nexcluded, sizeof(unsigned long long), cmp_u64))
             continue;
         fl[found[j] >> 16] |= FLAG_FULL;
+        PyObject *pair = Py_BuildValue("(nH)", (Py_ssize_t)(found[j] >> 16), (unsigned short)(found[j] & 0xffff));
+        if (pair == NULL || PyList_Append(cands, pair) < 0) {
+            Py_XDECREF(pair);
+            goto done;
+        }
+        Py_DECREF(pair);
     }
     result = PyTuple_Pack(2, flags, cands);
 done:
@@ -1303,7 +1321,7 @@ static PyMethodDef module_methods[] = {
     {"classify", classify, METH_VARARGS,
      "classify(sink, index, roles, patterns, exact) -> (flags, [(line, pattern)]): per-line flags from hits."},
     {"blank_heads", blank_heads, METH_VARARGS,
-     "blank_heads(data, index) -> bytes: data with every line's head (before its message) made newlines."},
+     "blank_heads(data, index) -> (bytes, scanned): heads (before each message) made newlines; per line, 1 if its message is scanned."},
     {NULL}};
 
 static struct PyModuleDef kernel_module = {

@@ -97,8 +97,9 @@ class FastPath:
         assert _kernel is not None
         return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels)
 
-    def classify(self, data: bytes, starts: memoryview) -> tuple[bytearray, dict[int, set[int]]]:
-        """Flags per line (``FLAG_FULL``/``FLAG_CAND``) and, for candidate lines, the pattern indexes.
+    def classify(self, data: bytes, starts: memoryview) -> tuple[bytearray, dict[int, set[int]], bytes]:
+        """Flags per line (``FLAG_FULL``/``FLAG_CAND``), the patterns that may match each line's message,
+        and per line whether its message was scanned (only then are those patterns all that can match).
 
         ``starts`` holds each line's byte offset (and one past the end). Messages are scanned with
         their heads blanked out (see ``ChunkScanner``): a pattern matched exactly flags its line
@@ -108,13 +109,14 @@ class FastPath:
         """
         sink = self._sink
         sink.clear()
-        self._scanner.scan(_kernel.blank_heads(data, starts), sink)
+        messages, scanned = _kernel.blank_heads(data, starts)
+        self._scanner.scan(messages, sink)
         flags, pairs = _kernel.classify(sink, starts, self._roles, self._patterns, self._exact)
         sink.clear()
         candidates: dict[int, set[int]] = {}
         for line, pattern in pairs:
             candidates.setdefault(line, set()).add(pattern)
-        return flags, candidates
+        return flags, candidates, scanned
 
 
 def index_lines(data: bytes) -> memoryview:

@@ -29,6 +29,10 @@ _MASKS: list[tuple[re.Pattern[str], str]] = [
     # The client a message names ("failed for client Tom-Baker") on lines that carry no client tag.
     (re.compile(r"\b([Cc]lient[ :=]+[\"']?)[A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*\b"), r"\1<client>"),
 ]
+# The character (or text) each mask cannot match without, in the same order.
+_NEEDS = [":", ":", "-", "://", "@", "-", None, "-", None, None, None, None, "lient"]
+_GUARDED = [(p, r, n) for (p, r), n in zip(_MASKS, _NEEDS, strict=True)]
+
 # A path with a query string: the values are request data, the path and parameter names the route.
 _QUERY = re.compile(r"(/[\w.~%/-]*\?)([^\s\"'#]+)")
 _QUERY_VALUE = re.compile(r"=[^&;]*")
@@ -61,11 +65,14 @@ def mask_message(message: str, names: Iterable[str] = ()) -> str:
             text = text.replace(name, "<client>")
             if "-" in name:
                 text = text.replace(name.replace("-", " "), "<client>")
-    for pattern, placeholder in _MASKS:
-        text = pattern.sub(placeholder, text)
+    for pattern, placeholder, needs in _GUARDED:
+        # A mask whose required character is absent cannot match: skip the regex.
+        if needs is None or needs in text:
+            text = pattern.sub(placeholder, text)
     if "?" in text:
         text = _QUERY.sub(_query, text)
-    text = _QUOTED.sub(_quoted, text)
+    if "'" in text or '"' in text or "`" in text:
+        text = _QUOTED.sub(_quoted, text)
     text = _NUMBER_OR_STATUS.sub(_number_or_status, text)
     return _SPACE.sub(" ", text).strip()
 

@@ -38,6 +38,7 @@ _METADATA_LINES = 100  # run type / stream are announced at a run's start; later
 _TICK_EVERY_S = 1.0
 _CHUNK = 2048  # records per fast-path chunk
 _NAN = float("nan")
+_MASK_CACHE = 4096
 _STOP_END, _STOP_LINE, _STOP_EVENT = 0, 1, 2  # why the kernel's scan returned (see _kernel.c)
 
 
@@ -119,6 +120,7 @@ class Triage:
         self._sources: dict[str, _SourceState] = {}
         self.now = 0.0
         self._last_tick = 0.0
+        self._masked: dict[tuple[str, str | None, str | None], str] = {}
         self.lines_processed = 0
         self.lines_matched = 0
         # (severity, pattern id) → lines matched; read by the service for its metrics.
@@ -191,7 +193,7 @@ class Triage:
         count = len(starts) - 1
         if records is not None and count != len(records):  # a record with an embedded newline
             return self._slow(records, now)
-        flags, candidates = fast.classify(data, starts)
+        flags, candidates, scanned = fast.classify(data, starts)
         sources = [self._source(name) for name in names]
         kernel.load(data, starts, flags, sources, names, source_of, ts, _NAN if now is None else now)
         flushes: list[RunFlush] = []
@@ -215,15 +217,15 @@ class Triage:
                 else:
                     record = _record_at(data, starts, pos, names, source_of, ts, first_position)
                 line = parse(record)
-                # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
-                if (
-                    flags[pos] == FLAG_CAND
-                    and line.message.isascii()
-                    and match(line.message, line.level, sorted(candidates[pos])) is None
-                ):
-                    flags[pos] = 0
-                    continue
-                out = process_line(line, now)
+                known = None
+                if scanned[pos] and line.message.isascii():
+                    # The batch scan found every pattern that can match this message.
+                    known = sorted(candidates.get(pos, ()))
+                    # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
+                    if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
+                        flags[pos] = 0
+                        continue
+                out = process_line(line, now, known)
                 if out:
                     flushes.extend(out)
                 pos += 1
@@ -246,8 +248,11 @@ class Triage:
                 out.extend(flushes)
         return out
 
-    def process_line(self, line: LogLine, now: float | None = None) -> list[RunFlush]:
-        """Feed one parsed line."""
+    def process_line(
+        self, line: LogLine, now: float | None = None, candidates: list[int] | None = None
+    ) -> list[RunFlush]:
+        """Feed one parsed line. ``candidates``: the only patterns that can match its message, when a
+        scan of its batch already found them."""
         self.lines_processed += 1
         t = now if now is not None else line.ts
         if t is not None and t > self.now:
@@ -280,7 +285,7 @@ class Triage:
             run.note_client(line.run_suffix or line.client)
             if run.checked_lines < _METADATA_LINES:
                 self._observe_metadata(run, line)
-        match = self.patterns.match(line.message, line.level)
+        match = self.patterns.match(line.message, line.level, candidates)
         collector = None
         if match is not None:
             self.lines_matched += 1
@@ -403,8 +408,14 @@ class Triage:
         trace = trace_lines(ev.trace)
         service = top_app_frame(trace)
         message = self._redact(line.message.strip())
-        names = [n for n in (line.client, line.run_suffix) if n]
-        masked = mask_message(message, names)
+        key = (message, line.client, line.run_suffix)
+        masked = self._masked.get(key)
+        if masked is None:
+            # Repeated errors repeat their message: masking (a dozen regexes) is worth remembering.
+            masked = mask_message(message, [n for n in (line.client, line.run_suffix) if n])
+            if len(self._masked) >= _MASK_CACHE:
+                self._masked.clear()
+            self._masked[key] = masked
         fp = fingerprint(masked, line.operation, service)
         ts = line.ts if line.ts is not None else (self.now or None)
         acc = run.issues.get(fp)
@@ -499,10 +510,13 @@ class Triage:
     def _flush(self, run: RunBuffer, reason: EndReason, final: bool) -> RunFlush:
         redact = self._redact
         issues: list[Issue] = []
-        for acc in run.issues.values():
+        accs = list(run.issues.values())
+        # Every issue's context, redacted in one pass.
+        contexts = [acc.collector.render() if acc.collector is not None else [] for acc in accs]
+        redacted = iter(redact.many([c for context in contexts for c in context]))
+        for acc, context in zip(accs, contexts, strict=True):
             line = acc.line
             trace = trace_lines(acc.trace)
-            context = acc.collector.render() if acc.collector is not None else []
             issues.append(
                 Issue(
                     fingerprint=acc.fingerprint,
@@ -518,7 +532,7 @@ class Triage:
                     operation=line.operation,
                     service=acc.service,
                     stack_trace=redact("\n".join(trace)),
-                    context=[redact(c) for c in context],
+                    context=[next(redacted) for _ in context],
                     first_seen=acc.first_seen,
                     last_seen=acc.last_seen,
                     occurrences=acc.occurrences,

@@ -202,7 +202,7 @@ def test_the_kernel_takes_most_lines_of_ordinary_input() -> None:
     ]
     taken = []
     original = triage.process_line
-    triage.process_line = lambda line, now=None: taken.append(line) or original(line, now)  # type: ignore[method-assign]
+    triage.process_line = lambda line, *rest: taken.append(line) or original(line, *rest)  # type: ignore[method-assign]
     triage.process_batch(LineBatch("\n".join(lines).encode(), ["s"]))
     assert triage.lines_processed == len(lines)
     assert len(taken) <= 2, [t.text for t in taken]
