@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,7 @@ typedef struct {
     double touched_ts;
 } RunState;
 
-static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback, *str_ellipsis;
+static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback, *str_match, *str_done, *str_trace;
 
 static int
 RunState_traverse(RunState *self, visitproc visit, void *arg)
@@ -348,6 +349,28 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
     return i + 1;
 }
 
+/* No byte >= 0x80, ESC, CR or NUL: eight bytes at a time. */
+static inline int
+plain_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    const uint64_t esc = ones * 0x1b, cr = ones * '\r';
+    Py_ssize_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint64_t w;
+        memcpy(&w, p + j, 8);
+        uint64_t e = w ^ esc, c = w ^ cr;
+        if ((w | ((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
+            return 0;
+    }
+    for (; j < n; j++) {
+        unsigned char c = p[j];
+        if (c >= 0x80 || c == 0x1b || c == '\r' || c == 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int
 starts_with(const unsigned char *p, Py_ssize_t n, const char *lit)
 {
@@ -495,6 +518,7 @@ typedef struct {
     PyObject *move_to_end;
     Py_ssize_t chars;
     Py_ssize_t meta_lines;
+    Py_ssize_t max_stack;
     PyObject *levels;   /* tuple of bytes: upper-case levels (and aliases) some pattern fires on */
     /* the loaded batch */
     Py_buffer data, index, flags, source_of, ts;
@@ -584,11 +608,11 @@ Kernel_dealloc(Kernel *k)
 static int
 Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"runs", "systems", "chars", "meta_lines", "levels", NULL};
+    static char *kwlist[] = {"runs", "systems", "chars", "meta_lines", "levels", "max_stack", NULL};
     PyObject *runs, *systems, *levels;
-    Py_ssize_t chars, meta_lines;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!nnO!", kwlist, &PyDict_Type, &runs, &PyDict_Type, &systems,
-                                     &chars, &meta_lines, &PyTuple_Type, &levels))
+    Py_ssize_t chars, meta_lines, max_stack;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!nnO!n", kwlist, &PyDict_Type, &runs, &PyDict_Type, &systems,
+                                     &chars, &meta_lines, &PyTuple_Type, &levels, &max_stack))
         return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(levels); i++) {
         if (!PyBytes_Check(PyTuple_GET_ITEM(levels, i))) {
@@ -609,6 +633,7 @@ Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
     Py_XSETREF(k->levels, Py_NewRef(levels));
     k->chars = chars;
     k->meta_lines = meta_lines;
+    k->max_stack = max_stack;
     return 0;
 }
 
@@ -750,9 +775,16 @@ apply_times(Kernel *k, double *clock)
     return rc;
 }
 
+#define RUN_CACHE 64
+typedef struct {
+    unsigned char id[13];
+    PyObject *run; /* borrowed from Triage.runs */
+} RunCacheEntry;
+
 typedef struct {
     PyObject *obj;      /* the _SourceState, borrowed from k->sources */
     PyObject *run;      /* its run (new reference), or NULL for None */
+    PyObject *trace;    /* its open matched event's trace list (new reference), or NULL */
     int event_open;
     int in_traceback;
     int dirty;
@@ -767,6 +799,25 @@ source_load(Source *s, PyObject *obj)
     if (ev == NULL)
         return -1;
     s->event_open = ev != Py_None;
+    s->trace = NULL;
+    if (s->event_open) {
+        /* Stack frames join an event that matched and is not finished (Triage.process_line). */
+        PyObject *match = PyObject_GetAttr(ev, str_match);
+        PyObject *done = match ? PyObject_GetAttr(ev, str_done) : NULL;
+        PyObject *trace = done ? PyObject_GetAttr(ev, str_trace) : NULL;
+        int ok = trace != NULL && PyList_CheckExact(trace);
+        if (ok && match != Py_None && done == Py_False)
+            s->trace = Py_NewRef(trace);
+        Py_XDECREF(match);
+        Py_XDECREF(done);
+        Py_XDECREF(trace);
+        if (!ok) {
+            Py_DECREF(ev);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "an event's trace must be a list");
+            return -1;
+        }
+    }
     Py_DECREF(ev);
     PyObject *run = PyObject_GetAttr(obj, str_run);
     if (run == NULL)
@@ -796,6 +847,7 @@ source_store(Source *s)
             rc = PyObject_SetAttr(s->obj, str_in_traceback, Py_False);
     }
     Py_CLEAR(s->run);
+    Py_CLEAR(s->trace);
     s->obj = NULL;
     return rc;
 }
@@ -825,7 +877,9 @@ Kernel_scan(Kernel *k, PyObject *args)
     const unsigned char *source_of = k->have_source_of ? k->source_of.buf : NULL;
     const double *tsv = k->have_ts ? k->ts.buf : NULL;
     const Py_ssize_t chars = k->chars;
-    Source src = {NULL, NULL, 0, 0, 0};
+    Source src = {NULL, NULL, NULL, 0, 0, 0};
+    RunCacheEntry cache[RUN_CACHE];
+    memset(cache, 0, sizeof cache);
     int cur = -1;
     int reason = STOP_END;
     Py_ssize_t fast = 0;
@@ -853,15 +907,7 @@ Kernel_scan(Kernel *k, PyObject *args)
         if (len < 0)
             len = 0;
         /* Non-ASCII text, escapes and carriage returns: Python's parse and Unicode regexes decide. */
-        int plain = 1;
-        for (Py_ssize_t j = 0; j < len; j++) {
-            unsigned char c = p[j];
-            if (c >= 0x80 || c == 0x1b || c == '\r' || c == 0) {
-                plain = 0;
-                break;
-            }
-        }
-        if (!plain) {
+        if (!plain_ascii(p, len)) {
             reason = STOP_LINE;
             break;
         }
@@ -882,14 +928,28 @@ Kernel_scan(Kernel *k, PyObject *args)
             Py_ssize_t bl = len - h.body;
             Py_ssize_t suffix = h.suffix - h.body, suffix_len = h.suffix_len;
             Py_ssize_t client = h.client - h.body, client_len = h.client_len;
-            PyObject *key = PyUnicode_New(13, 127);
-            if (key == NULL) {
-                failed = 1;
-                break;
+            /* Runs cannot leave Triage.runs during a scan: a lookup is remembered until it returns. */
+            unsigned h32 = 2166136261u;
+            for (int c = 1; c <= 13; c++)
+                h32 = (h32 ^ b[c]) * 16777619u;
+            RunCacheEntry *slot = &cache[h32 & (RUN_CACHE - 1)];
+            PyObject *found;
+            if (slot->run != NULL && memcmp(slot->id, b + 1, 13) == 0) {
+                found = slot->run;
+            } else {
+                PyObject *key = PyUnicode_New(13, 127);
+                if (key == NULL) {
+                    failed = 1;
+                    break;
+                }
+                memcpy(PyUnicode_1BYTE_DATA(key), b + 1, 13);
+                found = PyDict_GetItemWithError(k->runs, key);
+                Py_DECREF(key);
+                if (found != NULL) {
+                    memcpy(slot->id, b + 1, 13);
+                    slot->run = found;
+                }
             }
-            memcpy(PyUnicode_1BYTE_DATA(key), b + 1, 13);
-            PyObject *found = PyDict_GetItemWithError(k->runs, key);
-            Py_DECREF(key);
             if (found == NULL) {
                 if (PyErr_Occurred())
                     failed = 1;
@@ -970,9 +1030,19 @@ Kernel_scan(Kernel *k, PyObject *args)
         }
         RunState *run;
         if (src.run != NULL && is_continuation(p, len)) {
-            if (src.event_open) {
-                reason = STOP_LINE; /* a frame of an issue's stack trace */
-                break;
+            if (src.trace != NULL && PyList_GET_SIZE(src.trace) < k->max_stack) {
+                /* a frame of an issue's stack trace: kept whole, not cut like the ring's copy */
+                PyObject *frame = PyUnicode_New(len, 127);
+                int err = frame == NULL;
+                if (!err) {
+                    memcpy(PyUnicode_1BYTE_DATA(frame), p, len);
+                    err = PyList_Append(src.trace, frame) < 0;
+                    Py_DECREF(frame);
+                }
+                if (err) {
+                    failed = 1;
+                    break;
+                }
             }
             run = (RunState *)src.run;
         } else {
@@ -1027,7 +1097,7 @@ static PyMethodDef Kernel_methods[] = {
 
 static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.Kernel",
-    .tp_doc = PyDoc_STR("Kernel(runs, systems, chars, meta_lines): the per-line loop of one Triage."),
+    .tp_doc = PyDoc_STR("Kernel(runs, systems, chars, meta_lines, levels, max_stack): the per-line loop of one Triage."),
     .tp_basicsize = sizeof(Kernel),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -1070,43 +1140,54 @@ index_lines(PyObject *module, PyObject *arg)
 
 
 /*
- * blank_heads(data, index) -> (bytes, scanned): a copy of data in which everything before each
- * line's message (time prefix, run tag, client, operation, level) is replaced by newlines, and so
- * is every line whose message is not its bytes as they stand (scanned[i] is 0 for those; the kernel
- * never takes them). Scanned with MULTILINE expressions that cannot match a
- * newline, every hit lies within one message, and ^ and $ anchor where they do on LogLine.message.
+ * messages(data, index) -> (messages, index, scanned): each line's message (after its time prefix,
+ * run tag, client, operation and level), one per line, newline-terminated, with its own line index.
+ * Lines whose message is not their bytes as they stand (escapes, CR, NUL, forms only Python reads)
+ * contribute an empty message and scanned[i] = 0; the kernel never takes those. Scanned with
+ * MULTILINE expressions that cannot match a newline, every hit lies within one message, and ^ and $
+ * anchor where they do on LogLine.message.
  */
 static PyObject *
-blank_heads(PyObject *module, PyObject *args)
+messages(PyObject *module, PyObject *args)
 {
     Py_buffer data, index;
     if (!PyArg_ParseTuple(args, "y*y*", &data, &index))
         return NULL;
     Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
-    PyObject *out = PyBytes_FromStringAndSize(data.buf, data.len);
-    PyObject *scanned = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
+    if (n < 0)
+        n = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, data.len + n + 1);
+    PyObject *mindex = PyBytes_FromStringAndSize(NULL, (n + 1) * sizeof(Py_ssize_t));
+    PyObject *scanned = PyBytes_FromStringAndSize(NULL, n);
     PyObject *result = NULL;
-    if (out != NULL && scanned != NULL) {
+    if (out != NULL && mindex != NULL && scanned != NULL) {
         const Py_ssize_t *starts = index.buf;
         unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+        Py_ssize_t *mstarts = (Py_ssize_t *)PyBytes_AS_STRING(mindex);
         unsigned char *ok = (unsigned char *)PyBytes_AS_STRING(scanned);
         const unsigned char *p = data.buf;
+        Py_ssize_t w = 0;
         for (Py_ssize_t i = 0; i < n; i++) {
             Py_ssize_t s = starts[i], len = starts[i + 1] - 1 - s;
+            mstarts[i] = w;
             ok[i] = 0;
-            if (s < 0 || len < 0 || s + len > data.len)
-                continue;
-            /* Escapes, CR and NUL: the parser rewrites such a line, so its bytes are not its message. */
-            int raw = memchr(p + s, 0x1b, len) == NULL && memchr(p + s, '\r', len) == NULL &&
-                      memchr(p + s, 0, len) == NULL;
-            Head h;
-            int kind = raw ? parse_head(p + s, len, &h) : HEAD_OTHER;
-            ok[i] = kind != HEAD_OTHER;
-            memset(q + s, '\n', kind == HEAD_OTHER ? len : h.message);
+            if (s >= 0 && len >= 0 && s + len <= data.len && memchr(p + s, 0x1b, len) == NULL &&
+                memchr(p + s, '\r', len) == NULL && memchr(p + s, 0, len) == NULL) {
+                Head h;
+                if (parse_head(p + s, len, &h) != HEAD_OTHER) {
+                    memcpy(q + w, p + s + h.message, len - h.message);
+                    w += len - h.message;
+                    ok[i] = 1;
+                }
+            }
+            q[w++] = '\n';
         }
-        result = PyTuple_Pack(2, out, scanned);
+        mstarts[n] = w;
+        if (_PyBytes_Resize(&out, w) == 0)
+            result = PyTuple_Pack(3, out, mindex, scanned);
     }
     Py_XDECREF(out);
+    Py_XDECREF(mindex);
     Py_XDECREF(scanned);
     PyBuffer_Release(&data);
     PyBuffer_Release(&index);
@@ -1222,7 +1303,8 @@ enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
 /*
  * classify(sink, index, roles, patterns, exact) -> (flags, candidates)
  *
- * The hits come from a scan of blank_heads(data): every hit lies within one line's message.
+ * The hits come from a scan of messages(data): every hit lies within one line's message; index is
+ * the messages' own line index.
  * roles[id]: ROLE_FULL (completion markers: the line takes the full path), ROLE_PATTERN (a pattern's
  * expression) or ROLE_UNLESS (its exclusion, matched exactly). patterns[id]: the pattern index
  * (uint16). exact[id]: Hyperscan matches the expression exactly.
@@ -1320,8 +1402,8 @@ static PyMethodDef module_methods[] = {
      "index_lines(data) -> bytes: start offsets (native ssize_t) of each line and one past the end."},
     {"classify", classify, METH_VARARGS,
      "classify(sink, index, roles, patterns, exact) -> (flags, [(line, pattern)]): per-line flags from hits."},
-    {"blank_heads", blank_heads, METH_VARARGS,
-     "blank_heads(data, index) -> (bytes, scanned): heads (before each message) made newlines; per line, 1 if its message is scanned."},
+    {"messages", messages, METH_VARARGS,
+     "messages(data, index) -> (messages, index, scanned): each line's message, newline-terminated."},
     {NULL}};
 
 static struct PyModuleDef kernel_module = {
@@ -1338,8 +1420,11 @@ PyInit__kernel(void)
     str_event = PyUnicode_InternFromString("event");
     str_run = PyUnicode_InternFromString("run");
     str_in_traceback = PyUnicode_InternFromString("in_traceback");
-    str_ellipsis = PyUnicode_FromString("\xe2\x80\xa6");
-    if (!str_after || !str_wanted || !str_event || !str_run || !str_in_traceback || !str_ellipsis)
+    str_match = PyUnicode_InternFromString("match");
+    str_done = PyUnicode_InternFromString("done");
+    str_trace = PyUnicode_InternFromString("trace");
+    if (!str_after || !str_wanted || !str_event || !str_run || !str_in_traceback || !str_match || !str_done ||
+        !str_trace)
         return NULL;
     PyObject *m = PyModule_Create(&kernel_module);
     if (m == NULL)

@@ -92,26 +92,26 @@ class FastPath:
         except ValueError:
             return None
 
-    def kernel(self, runs: dict, systems: dict, chars: int, meta_lines: int) -> _kernel.Kernel:
+    def kernel(self, runs: dict, systems: dict, chars: int, meta_lines: int, max_stack: int) -> _kernel.Kernel:
         """The C loop bound to one pipeline's runs and system buckets."""
         assert _kernel is not None
-        return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels)
+        return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels, max_stack)
 
     def classify(self, data: bytes, starts: memoryview) -> tuple[bytearray, dict[int, set[int]], bytes]:
         """Flags per line (``FLAG_FULL``/``FLAG_CAND``), the patterns that may match each line's message,
         and per line whether its message was scanned (only then are those patterns all that can match).
 
-        ``starts`` holds each line's byte offset (and one past the end). Messages are scanned with
-        their heads blanked out (see ``ChunkScanner``): a pattern matched exactly flags its line
+        ``starts`` holds each line's byte offset (and one past the end). The lines' messages are
+        scanned one per line (see ``ChunkScanner``): a pattern matched exactly flags its line
         ``FLAG_FULL``, unless the pattern's ``unless`` matched there too; an inexact hit makes the line
         a candidate. Non-ASCII lines need no flag: the kernel never takes them (the scanner works with
         ASCII semantics, ``regex`` with Unicode ones).
         """
         sink = self._sink
         sink.clear()
-        messages, scanned = _kernel.blank_heads(data, starts)
+        messages, index, scanned = _kernel.messages(data, starts)
         self._scanner.scan(messages, sink)
-        flags, pairs = _kernel.classify(sink, starts, self._roles, self._patterns, self._exact)
+        flags, pairs = _kernel.classify(sink, index, self._roles, self._patterns, self._exact)
         sink.clear()
         candidates: dict[int, set[int]] = {}
         for line, pattern in pairs:

@@ -204,9 +204,9 @@ class ChunkScanner:
     """Finds, in one Hyperscan pass over a whole batch of messages, where some regexes match.
 
     Used by the pipeline's fast path: a line nothing can match needs no parse and no regex at all.
-    The batch is scanned as ``_kernel.blank_heads`` leaves it — each line's head (time, run tag,
-    client, operation, level) turned into newlines — in multi-line mode, so ``^`` and ``$`` anchor at
-    each message's start and end as they do on ``LogLine.message``. Each expression has a mode:
+    The batch is scanned as ``_kernel.messages`` makes it — each line's message without its head
+    (time, run tag, client, operation, level), one per line — in multi-line mode, so ``^`` and ``$``
+    anchor at each message's start and end as they do on ``LogLine.message``. Each expression has a mode:
 
     - ``"superset"``: prefilter mode: every real match is reported, and maybe more.
     - ``"exact"``: rewritten so it cannot match a newline (messages hold none, so nothing within a

@@ -112,7 +112,9 @@ class Triage:
         self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
         self.systems: dict[str, RunBuffer] = {}
         self._kernel = (
-            self._fast.kernel(self.runs, self.systems, self._chars, _METADATA_LINES) if self._fast is not None else None
+            self._fast.kernel(self.runs, self.systems, self._chars, _METADATA_LINES, self._max_stack)
+            if self._fast is not None
+            else None
         )
         # Runs closed after their marker, so a line arriving after the grace window reopens the run as
         # completed (flushed as late) instead of as a new run that never completes. Bounded like runs.
