@@ -1301,7 +1301,7 @@ line_of(const Py_ssize_t *starts, Py_ssize_t n, Py_ssize_t off)
 enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
 
 /*
- * classify(sink, index, roles, patterns, exact) -> (flags, candidates)
+ * classify(sink, index, roles, patterns, exact) -> (flags, candidates, matched)
  *
  * The hits come from a scan of messages(data): every hit lies within one line's message; index is
  * the messages' own line index.
@@ -1309,8 +1309,8 @@ enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
  * expression) or ROLE_UNLESS (its exclusion, matched exactly). patterns[id]: the pattern index
  * (uint16). exact[id]: Hyperscan matches the expression exactly.
  * A line with an exact hit of a pattern is FLAG_FULL unless the same pattern's exclusion matched
- * too; an inexact hit makes the line FLAG_CAND. Every (line, pattern) that may match goes into
- * `candidates` (a list of pairs): all a scanned message can match.
+ * too; an inexact hit makes the line FLAG_CAND. (line, pattern) pairs: `candidates` may match,
+ * `matched` do (exact hit, no exclusion); together, all a scanned message can match.
  */
 static PyObject *
 classify(PyObject *module, PyObject *args)
@@ -1320,7 +1320,7 @@ classify(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!y*y*y*y*", &HitSinkType, &sink_obj, &index, &roles, &patterns, &exact))
         return NULL;
     HitSink *sink = (HitSink *)sink_obj;
-    PyObject *flags = NULL, *cands = NULL, *result = NULL;
+    PyObject *flags = NULL, *cands = NULL, *exacts = NULL, *result = NULL;
     unsigned long long *found = NULL, *excluded = NULL;
     const Py_ssize_t *starts = index.buf;
     Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
@@ -1331,9 +1331,10 @@ classify(PyObject *module, PyObject *args)
     }
     flags = PyByteArray_FromStringAndSize(NULL, n);
     cands = PyList_New(0);
+    exacts = PyList_New(0);
     found = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
     excluded = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
-    if (flags == NULL || cands == NULL || found == NULL || excluded == NULL) {
+    if (flags == NULL || cands == NULL || exacts == NULL || found == NULL || excluded == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
@@ -1378,16 +1379,17 @@ classify(PyObject *module, PyObject *args)
             continue;
         fl[found[j] >> 16] |= FLAG_FULL;
         PyObject *pair = Py_BuildValue("(nH)", (Py_ssize_t)(found[j] >> 16), (unsigned short)(found[j] & 0xffff));
-        if (pair == NULL || PyList_Append(cands, pair) < 0) {
+        if (pair == NULL || PyList_Append(exacts, pair) < 0) {
             Py_XDECREF(pair);
             goto done;
         }
         Py_DECREF(pair);
     }
-    result = PyTuple_Pack(2, flags, cands);
+    result = PyTuple_Pack(3, flags, cands, exacts);
 done:
     Py_XDECREF(flags);
     Py_XDECREF(cands);
+    Py_XDECREF(exacts);
     PyMem_Free(found);
     PyMem_Free(excluded);
     PyBuffer_Release(&index);
@@ -1401,7 +1403,7 @@ static PyMethodDef module_methods[] = {
     {"index_lines", index_lines, METH_O,
      "index_lines(data) -> bytes: start offsets (native ssize_t) of each line and one past the end."},
     {"classify", classify, METH_VARARGS,
-     "classify(sink, index, roles, patterns, exact) -> (flags, [(line, pattern)]): per-line flags from hits."},
+     "classify(sink, index, roles, patterns, exact) -> (flags, candidates, matched): per-line flags from hits."},
     {"messages", messages, METH_VARARGS,
      "messages(data, index) -> (messages, index, scanned): each line's message, newline-terminated."},
     {NULL}};

@@ -97,9 +97,12 @@ class FastPath:
         assert _kernel is not None
         return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels, max_stack)
 
-    def classify(self, data: bytes, starts: memoryview) -> tuple[bytearray, dict[int, set[int]], bytes]:
-        """Flags per line (``FLAG_FULL``/``FLAG_CAND``), the patterns that may match each line's message,
-        and per line whether its message was scanned (only then are those patterns all that can match).
+    def classify(
+        self, data: bytes, starts: memoryview
+    ) -> tuple[bytearray, dict[int, set[int]], dict[int, set[int]], bytes]:
+        """Flags per line (``FLAG_FULL``/``FLAG_CAND``), the patterns that may match each line's message
+        and those that do, and per line whether its message was scanned (only then are those all the
+        patterns that can match).
 
         ``starts`` holds each line's byte offset (and one past the end). The lines' messages are
         scanned one per line (see ``ChunkScanner``): a pattern matched exactly flags its line
@@ -111,12 +114,15 @@ class FastPath:
         sink.clear()
         messages, index, scanned = _kernel.messages(data, starts)
         self._scanner.scan(messages, sink)
-        flags, pairs = _kernel.classify(sink, index, self._roles, self._patterns, self._exact)
+        flags, maybe, sure = _kernel.classify(sink, index, self._roles, self._patterns, self._exact)
         sink.clear()
         candidates: dict[int, set[int]] = {}
-        for line, pattern in pairs:
+        for line, pattern in maybe:
             candidates.setdefault(line, set()).add(pattern)
-        return flags, candidates, scanned
+        matched: dict[int, set[int]] = {}
+        for line, pattern in sure:
+            matched.setdefault(line, set()).add(pattern)
+        return flags, candidates, matched, scanned
 
 
 def index_lines(data: bytes) -> memoryview:

@@ -8,7 +8,7 @@ Without Hyperscan every pattern is tried in turn: correct, slower.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import regex
@@ -20,6 +20,12 @@ try:  # optional accelerator: a wheel exists for the common platforms
     import hyperscan as _hs
 except ImportError:  # pragma: no cover - exercised on platforms without a wheel
     _hs = None
+
+
+_ASCII = regex.compile(r"[\x00-\x7f]+")
+_NON_ASCII = regex.compile(r"[^\x00-\x7f]")
+_WORD_OR_SPACE = regex.compile(r"[\w\s]")
+_NAMES_CHARACTERS = regex.compile(r"[^\x00-\x7f]|\\[xuUNpPc0-7]")
 
 
 @dataclass(slots=True)
@@ -74,6 +80,10 @@ class PatternSet:
         self._always: list[int] = list(self._text)
         if use_hyperscan and _hs is not None and self._text:
             self._db, self._always = _build_hyperscan(self._compiled, self._text)
+        # Patterns that name non-ASCII or control characters (literally or by escape).
+        self._unicode_always = sorted(
+            set(self._always) | {i for i in self._text if _NAMES_CHARACTERS.search(self._compiled[i].spec.regex or "")}
+        )
         self._hits: list[int] = []
         # pattern id → searches cut off by the time limit (a pathological pattern on a hostile line).
         self.timeouts: dict[str, int] = {}
@@ -89,29 +99,45 @@ class PatternSet:
 
     def candidates(self, message: str) -> list[int]:
         """Indexes of text patterns that may match ``message`` (a superset of the real matches)."""
-        if self._db is None or not message.isascii():
-            # Hyperscan runs with ASCII \w/\b; on non-ASCII text it could miss what ``regex`` finds.
+        if self._db is None:
             return self._text
+        always = self._always
+        if not message.isascii():
+            # Hyperscan runs with ASCII \w/\b/\s. Symbols and punctuation (emoji) are neither word
+            # characters nor spaces in either world: as "\x01" they leave every pattern's verdict the
+            # same, except where a pattern names such characters itself (those are always tried).
+            # Any other non-ASCII character: every pattern is tried.
+            if _WORD_OR_SPACE.search(_ASCII.sub("", message)) is not None:
+                return self._text
+            message = _NON_ASCII.sub("\x01", message)
+            always = self._unicode_always
         hits = self._hits
         hits.clear()
         self._db.scan(message.encode("ascii"), match_event_handler=self._on_hit)
-        if self._always:
-            return sorted(set(hits).union(self._always))
+        if always:
+            return sorted(set(hits).union(always))
         return sorted(set(hits)) if len(hits) > 1 else list(hits)
 
     def _on_hit(self, pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
         self._hits.append(pid)
 
-    def match(self, message: str, level: str | None = None, candidates: Iterable[int] | None = None) -> Match | None:
+    def match(
+        self,
+        message: str,
+        level: str | None = None,
+        candidates: Iterable[int] | None = None,
+        matched: Collection[int] | None = None,
+    ) -> Match | None:
         """Confirm candidates and return the worst matching pattern, or ``None``.
 
         ``candidates`` (pattern indexes, in pack order) replaces the per-message prefilter when the
-        caller already scanned a whole chunk.
+        caller already scanned a whole chunk; those in ``matched`` are known to match (an exact scan
+        found them and not their ``unless``) and are not confirmed again.
         """
         found: list[_Compiled] = []
         for i in self.candidates(message) if candidates is None else candidates:
             c = self._compiled[i]
-            if self._confirm(c, message, level):
+            if (matched is not None and i in matched) or self._confirm(c, message, level):
                 found.append(c)
         if level is not None:
             for i in self._by_level.get(level, ()):

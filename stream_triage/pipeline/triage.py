@@ -195,7 +195,7 @@ class Triage:
         count = len(starts) - 1
         if records is not None and count != len(records):  # a record with an embedded newline
             return self._slow(records, now)
-        flags, candidates, scanned = fast.classify(data, starts)
+        flags, candidates, matched, scanned = fast.classify(data, starts)
         sources = [self._source(name) for name in names]
         kernel.load(data, starts, flags, sources, names, source_of, ts, _NAN if now is None else now)
         flushes: list[RunFlush] = []
@@ -219,15 +219,16 @@ class Triage:
                 else:
                     record = _record_at(data, starts, pos, names, source_of, ts, first_position)
                 line = parse(record)
-                known = None
+                known = sure = None
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.
-                    known = sorted(candidates.get(pos, ()))
+                    sure = matched.get(pos)
+                    known = sorted(candidates.get(pos, set()).union(sure or ()))
                     # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
                     if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
                         flags[pos] = 0
                         continue
-                out = process_line(line, now, known)
+                out = process_line(line, now, known, sure)
                 if out:
                     flushes.extend(out)
                 pos += 1
@@ -251,10 +252,14 @@ class Triage:
         return out
 
     def process_line(
-        self, line: LogLine, now: float | None = None, candidates: list[int] | None = None
+        self,
+        line: LogLine,
+        now: float | None = None,
+        candidates: list[int] | None = None,
+        matched: set[int] | None = None,
     ) -> list[RunFlush]:
         """Feed one parsed line. ``candidates``: the only patterns that can match its message, when a
-        scan of its batch already found them."""
+        scan of its batch already found them; ``matched``: those of them known to match."""
         self.lines_processed += 1
         t = now if now is not None else line.ts
         if t is not None and t > self.now:
@@ -287,7 +292,7 @@ class Triage:
             run.note_client(line.run_suffix or line.client)
             if run.checked_lines < _METADATA_LINES:
                 self._observe_metadata(run, line)
-        match = self.patterns.match(line.message, line.level, candidates)
+        match = self.patterns.match(line.message, line.level, candidates, matched)
         collector = None
         if match is not None:
             self.lines_matched += 1

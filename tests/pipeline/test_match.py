@@ -257,3 +257,22 @@ def test_pathological_regex_times_out_as_no_match() -> None:
     spec = PatternSpec(id="evil", severity=Severity.ERROR, regex=r"^(a+)+$")
     ps = PatternSet([spec], timeout_s=0.01, use_hyperscan=False)
     assert ps.match("a" * 40 + "!") is None
+
+
+def test_emoji_in_a_message_change_no_verdict() -> None:
+    """Messages with emoji are screened by Hyperscan too: the verdict equals trying every pattern."""
+    fast, slow = compiled(True), compiled(False)
+    decorations = ["🎉 ", " ✅", "💥", " — ", "«", "»"]
+    checked = 0
+    for i, line in enumerate([line for line, _ in POSITIVE] + NEGATIVE):
+        parsed = _parse(RawRecord(line))
+        for j, emoji in enumerate(decorations):
+            cut = (i + j * 7) % (len(parsed.message) + 1)
+            message = parsed.message[:cut] + emoji + parsed.message[cut:]
+            assert not message.isascii()
+            assert fast.match(message, parsed.level) == slow.match(message, parsed.level), message
+            checked += 1
+    assert checked > 500
+    # A word character or space outside ASCII still means every pattern is tried.
+    assert fast.candidates("Zoë failed") == fast._text
+    assert fast.candidates("a\u00a0failed") == fast._text
