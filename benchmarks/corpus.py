@@ -47,22 +47,43 @@ ACCESS = ('clientIP="203.0.113.{n}" requestID="{uuid}" responseTimeMS={ms} respo
 _ID_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
 
 
+def run_ids(runs: int) -> list[str]:
+    """The ids of the first ``runs`` runs ``lines_of`` opens."""
+    t0 = datetime(2025, 11, 3, 8, 0, 0, tzinfo=UTC)
+    return [(t0 + timedelta(seconds=17 * i)).strftime("%y%m%d-%H%M%S") for i in range(runs)]
+
+
+def run_starts(runs: int) -> Iterator[str]:
+    """One start line per run of ``run_ids(runs)``, announcing its type and stream (warm-up input)."""
+    for i, run in enumerate(run_ids(runs)):
+        head = f"[2025-11-03T07:59:59.000000Z] [{run}] [SYSTEM] [smart_resume] [INFO]"
+        yield f"{head} Starting smart resume for stream {i % 3 + 1}"
+
+
 def generate(
-    path: Path, lines: int, *, runs: int = 40, seed: int = 1, problem_rate: float = 0.01, marker: bool = True
+    path: Path,
+    lines: int,
+    *,
+    runs: int = 40,
+    seed: int = 1,
+    problem_rate: float = 0.01,
+    marker: bool = True,
+    rotate: bool = True,
 ) -> Path:
     """Write ``lines`` log lines from ``runs`` concurrently open runs to ``path`` (returned)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for line in lines_of(lines, runs=runs, seed=seed, problem_rate=problem_rate, marker=marker):
+        for line in lines_of(lines, runs=runs, seed=seed, problem_rate=problem_rate, marker=marker, rotate=rotate):
             fh.write(line)
             fh.write("\n")
     return path
 
 
 def lines_of(
-    count: int, *, runs: int = 40, seed: int = 1, problem_rate: float = 0.01, marker: bool = True
+    count: int, *, runs: int = 40, seed: int = 1, problem_rate: float = 0.01, marker: bool = True, rotate: bool = True
 ) -> Iterator[str]:
-    """The corpus as an iterator of lines. Runs rotate: each lives for ``count / runs`` lines on average."""
+    """The corpus as an iterator of lines. Runs rotate: each lives for ``count / runs`` lines on average
+    (with ``rotate=False`` the same ``runs`` runs stay open throughout)."""
     rng = random.Random(seed)
     t0 = datetime(2025, 11, 3, 8, 0, 0, tzinfo=UTC)
     base = [t0 + timedelta(seconds=17 * i) for i in range(runs)]
@@ -108,7 +129,7 @@ def lines_of(
             yield f"[{ts}] [{run}-{client}] [{client}] [{op}] [INFO] {tmpl.format(**fill)}"
             produced += 1
         left[slot] -= 1
-        if left[slot] <= 0:
+        if rotate and left[slot] <= 0:
             if marker and produced < count:
                 yield f"[{ts}] [{run}] [SYSTEM] [smart_resume] [INFO] 🎉 SMART RESUME PROCESSING COMPLETED ✅"
                 produced += 1

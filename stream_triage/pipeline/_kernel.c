@@ -32,13 +32,17 @@ typedef struct {
     Py_ssize_t lines;
     Py_ssize_t checked_lines;
     double last_activity;
-    PyObject *first_ts;  /* float or None */
-    PyObject *last_ts;
+    double first_ts;     /* NaN: None */
+    double last_ts;
     PyObject *key;
     PyObject *collectors; /* list of ContextCollector */
     PyObject *client_ids; /* list of str */
     char is_system;
     char meta_settled;
+    /* FNV-1a hashes of client_ids[:hashed], so the per-line "seen this client?" test touches no
+       string objects (with 10,000 runs they are rarely in cache) */
+    uint32_t client_hash[32];
+    Py_ssize_t hashed;
     /* kernel scratch: last line of this run in the current scan, or -1 */
     Py_ssize_t touched_idx;
     double touched_ts;
@@ -51,8 +55,6 @@ RunState_traverse(RunState *self, visitproc visit, void *arg)
 {
     for (Py_ssize_t i = 0; i < self->len; i++)
         Py_VISIT(self->ring[(self->head + i) % self->cap]);
-    Py_VISIT(self->first_ts);
-    Py_VISIT(self->last_ts);
     Py_VISIT(self->key);
     Py_VISIT(self->collectors);
     Py_VISIT(self->client_ids);
@@ -66,8 +68,6 @@ RunState_clear(RunState *self)
         Py_CLEAR(self->ring[(self->head + i) % self->cap]);
     self->len = 0;
     self->head = 0;
-    Py_CLEAR(self->first_ts);
-    Py_CLEAR(self->last_ts);
     Py_CLEAR(self->key);
     Py_CLEAR(self->collectors);
     Py_CLEAR(self->client_ids);
@@ -95,8 +95,7 @@ RunState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
-    self->first_ts = Py_NewRef(Py_None);
-    self->last_ts = Py_NewRef(Py_None);
+    self->first_ts = self->last_ts = NAN;
     self->key = Py_NewRef(Py_None);
     self->touched_idx = -1;
     return (PyObject *)self;
@@ -230,8 +229,10 @@ RunState_set_list(RunState *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_TypeError, "must be a list");
         return -1;
     }
-    if (closure)
+    if (closure) {
         Py_SETREF(self->client_ids, Py_NewRef(value));
+        self->hashed = 0;
+    }
     else
         Py_SETREF(self->collectors, Py_NewRef(value));
     return 0;
@@ -241,14 +242,43 @@ static PyMemberDef RunState_members[] = {
     {"lines", T_PYSSIZET, offsetof(RunState, lines), 0, "Lines routed to the run."},
     {"checked_lines", T_PYSSIZET, offsetof(RunState, checked_lines), 0, "Tagged head lines seen."},
     {"last_activity", T_DOUBLE, offsetof(RunState, last_activity), 0, "Pipeline time of the last line."},
-    {"first_ts", T_OBJECT, offsetof(RunState, first_ts), 0, "Log time of the first line, or None."},
-    {"last_ts", T_OBJECT, offsetof(RunState, last_ts), 0, "Log time of the last line, or None."},
     {"key", T_OBJECT, offsetof(RunState, key), 0, "The run's key in Triage.runs."},
     {"is_system", T_BOOL, offsetof(RunState, is_system), 0, "A per-source bucket for untagged lines."},
     {"meta_settled", T_BOOL, offsetof(RunState, meta_settled), 0, "Run type and stream can no longer change."},
     {NULL}};
 
+static PyObject *
+RunState_get_ts(RunState *self, void *closure)
+{
+    double v = closure ? self->last_ts : self->first_ts;
+    if (isnan(v))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(v);
+}
+
+static int
+RunState_set_ts(RunState *self, PyObject *value, void *closure)
+{
+    double v = NAN;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete a time");
+        return -1;
+    }
+    if (value != Py_None) {
+        v = PyFloat_AsDouble(value);
+        if (v == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    if (closure)
+        self->last_ts = v;
+    else
+        self->first_ts = v;
+    return 0;
+}
+
 static PyGetSetDef RunState_getset[] = {
+    {"first_ts", (getter)RunState_get_ts, (setter)RunState_set_ts, "Log time of the first line, or None.", NULL},
+    {"last_ts", (getter)RunState_get_ts, (setter)RunState_set_ts, "Log time of the last line, or None.", (void *)1},
     {"ring", (getter)RunState_get_ring, NULL, "The context ring, oldest line first (a copy).", NULL},
     {"collectors", (getter)RunState_get_list, (setter)RunState_set_list, "Open after-context collectors.", NULL},
     {"client_ids", (getter)RunState_get_list, (setter)RunState_set_list, "Client names seen.", (void *)1},
@@ -275,6 +305,15 @@ static PyTypeObject RunStateType = {
 };
 
 /* ----------------------------------------------------------------------------------- helpers */
+
+static inline uint32_t
+fnv1a(const unsigned char *p, Py_ssize_t n)
+{
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
 
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 /* Python's \s on an ASCII str. */
@@ -751,15 +790,10 @@ apply_times(Kernel *k, double *clock)
         double t = isnan(k->now) ? ts : k->now;
         if (!isnan(t) && t > *clock)
             *clock = t;
-        if (!isnan(ts) && rc == 0) {
-            PyObject *f = PyFloat_FromDouble(ts);
-            if (f == NULL) {
-                rc = -1;
-            } else {
-                if (run->first_ts == Py_None)
-                    Py_SETREF(run->first_ts, Py_NewRef(f));
-                Py_SETREF(run->last_ts, f);
-            }
+        if (!isnan(ts)) {
+            if (isnan(run->first_ts))
+                run->first_ts = ts;
+            run->last_ts = ts;
         }
         run->last_activity = *clock;
         if (!run->is_system && rc == 0) {
@@ -988,13 +1022,28 @@ Kernel_scan(Kernel *k, PyObject *args)
             }
             if (name != NULL) {
                 Py_ssize_t nc = PyList_GET_SIZE(run->client_ids);
+                if (nc > 32)
+                    nc = 32;
+                if (run->hashed > nc)
+                    run->hashed = 0; /* the list was replaced by a shorter one: hash it again */
+                for (; run->hashed < nc; run->hashed++) {
+                    PyObject *have = PyList_GET_ITEM(run->client_ids, run->hashed);
+                    run->client_hash[run->hashed] =
+                        PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND
+                            ? fnv1a(PyUnicode_1BYTE_DATA(have), PyUnicode_GET_LENGTH(have))
+                            : 0;
+                }
+                uint32_t want = fnv1a(name, name_len);
                 int seen = 0;
-                for (Py_ssize_t c = 0; c < nc && !seen; c++) {
+                for (Py_ssize_t c = 0; c < run->hashed && !seen; c++) {
+                    if (run->client_hash[c] != want)
+                        continue;
                     PyObject *have = PyList_GET_ITEM(run->client_ids, c);
                     seen = PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND &&
                            PyUnicode_GET_LENGTH(have) == name_len &&
                            memcmp(PyUnicode_1BYTE_DATA(have), name, name_len) == 0;
                 }
+                nc = PyList_GET_SIZE(run->client_ids);
                 if (!seen && nc < 32) {
                     PyObject *v = PyUnicode_New(name_len, 127);
                     if (v == NULL) {

@@ -322,15 +322,19 @@ class Triage:
         now = self.now
         self._last_tick = now
         out: list[RunFlush] = []
-        for run in list(self.runs.values()):
+        due: list[tuple[RunBuffer, EndReason]] = []
+        # Oldest activity first: stop at the first run too recent to time out (no copy of every run).
+        for run in self.runs.values():
             quiet = now - run.last_activity
             if quiet < self._min_timeout:
                 break
             if run.marker_seen:
                 if quiet >= self._grace:
-                    out.append(self._close(run, EndReason.LATE))
+                    due.append((run, EndReason.LATE))
             elif quiet >= self._idle:
-                out.append(self._close(run, EndReason.IDLE))
+                due.append((run, EndReason.IDLE))
+        for run, reason in due:
+            out.append(self._close(run, reason))
         for run in self.systems.values():
             if run.issues and now - run.flushed_at >= self._periodic:
                 out.append(self._flush(run, EndReason.PERIODIC, final=False))
