@@ -1,4 +1,14 @@
 # stream-triage service image. Build from the repository root: docker build -t stream-triage .
+
+# The compiled pipeline kernel needs a C compiler; only this stage has one.
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY stream_triage ./stream_triage
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -m zipfile -l /wheels/*.whl | grep -q "_kernel.*\.so"
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,9 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies and package first, so editing deploy/ files does not reinstall them.
-COPY pyproject.toml README.md ./
-COPY stream_triage ./stream_triage
-RUN pip install . && rm -rf build
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/*.whl && rm -rf /wheels
 
 COPY deploy ./deploy
 

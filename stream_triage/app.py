@@ -118,6 +118,9 @@ class Service:
         if self.render_tail is not None:
             await self.render_tail.start()
         log.info("stream-triage ready; store %s", self.config.store.path)
+        slow = self.triage.fast_path_off
+        if slow is not None:
+            log.warning("pipeline fast path off (%s): every line takes the full Python path, far slower", slow)
 
     async def stop(self) -> None:
         """Graceful shutdown within ``server.shutdown_deadline_s``; every open run is flushed."""

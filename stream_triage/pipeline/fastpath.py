@@ -27,6 +27,17 @@ FLAG_FULL = 1  # the line takes the full path
 FLAG_CAND = 2  # some patterns may match: confirm them first
 
 
+def unavailable_reason(config: Config, fast: FastPath | None) -> str | None:
+    """Why the pipeline runs without its fast path (``fast`` is what ``FastPath.build`` returned)."""
+    if fast is not None:
+        return None
+    if config.parse.line_regex != DEFAULT_LINE_REGEX:
+        return "a custom parse.line_regex"
+    if _kernel is None:
+        return "the compiled kernel is not installed (no C compiler when the package was installed)"
+    return "Hyperscan is not installed or rejected a pattern"
+
+
 def native_available() -> bool:
     """Whether the compiled kernel is importable (it is built at install time when a compiler exists)."""
     return _kernel is not None

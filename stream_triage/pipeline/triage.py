@@ -18,7 +18,7 @@ import regex
 
 from stream_triage.config import Config
 from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
-from stream_triage.pipeline.fastpath import FLAG_CAND, FastPath, index_lines
+from stream_triage.pipeline.fastpath import FLAG_CAND, FastPath, index_lines, unavailable_reason
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.match import PatternSet
 from stream_triage.pipeline.parse import LineParser
@@ -350,6 +350,11 @@ class Triage:
             if run.issues:
                 out.append(self._flush(run, reason, final=False))
         return out
+
+    @property
+    def fast_path_off(self) -> str | None:
+        """Why every line takes the full path (``None``: the compiled fast path is on)."""
+        return unavailable_reason(self.config, self._fast)
 
     @property
     def open_runs(self) -> int:

@@ -147,10 +147,13 @@ def test_blueprint_port_matches_the_render_config(blueprint: dict[str, Any]) -> 
 
 
 def test_dockerfile_runs_as_non_root_with_a_stdlib_health_check() -> None:
-    """The image is python:3.11-slim, installs the package, drops root, and probes /healthz with urllib."""
+    """The image is python:3.11-slim; a build stage with a compiler makes the wheel (and fails without
+    the compiled kernel in it); the image installs it, drops root, and probes /healthz with urllib."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["python:3.11-slim", "python:3.11-slim"]
+    build = text[: text.rindex("\nFROM ")]
+    assert "gcc" in build and "COPY pyproject.toml setup.py" in build and "_kernel" in build
+    assert re.search(r"^RUN pip install /wheels/\*\.whl", text, re.M)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in {"root", "0", "0:0"}
     joined = text.replace("\\\n", " ")  # fold line continuations

@@ -207,3 +207,10 @@ def test_the_kernel_takes_most_lines_of_ordinary_input() -> None:
     assert triage.lines_processed == len(lines)
     assert len(taken) <= 2, [t.text for t in taken]
     assert triage.runs["251103-081522"].ring[-1].endswith("Batch 499 complete: 9 ok, 0 failed")
+
+
+def test_why_the_fast_path_is_off_is_told() -> None:
+    assert _triage().fast_path_off is None
+    config = load_config(None, {})
+    config.parse.line_regex = r"^(?P<level>[A-Z]+) run=(?P<run>\S+) (?P<message>.*)$"
+    assert "line_regex" in (Triage(config, default_patterns()).fast_path_off or "")
