@@ -276,3 +276,32 @@ def test_emoji_in_a_message_change_no_verdict() -> None:
     # A word character or space outside ASCII still means every pattern is tried.
     assert fast.candidates("Zoë failed") == fast._text
     assert fast.candidates("a\u00a0failed") == fast._text
+
+
+@pytest.mark.parametrize("minimum", [0, 5, 9, 10, 99, 909, 1000, 1234, 5000])
+def test_at_least_is_exactly_the_numbers_from_the_minimum(minimum: int) -> None:
+    import re
+
+    from stream_triage.pipeline.match import at_least
+
+    rx = re.compile(r"\A" + (at_least(r"(\d+)", minimum) or "") + r"\Z")
+    assert all(bool(rx.match(str(v))) is (v >= minimum) for v in range(0, 12_000))
+    assert all(bool(rx.match(f"00{v}")) is (v >= minimum) for v in range(0, 2_000))
+    assert at_least(r"(\d{2})", 5) is None
+
+
+def test_single_line_rewrites_keep_every_match_within_a_line() -> None:
+    import regex
+
+    from stream_triage.pipeline.match import single_line
+
+    lines = ["Batch 3 complete: 12 successful, 0 failed", "x 10 failed", "0\tfailed", "a]b c", "retry in 5 s"]
+    for rx in [r"(?:^|[^\d.])0\s+(?:\w+\s+)?fail(?:ed|ures?)\b", r"[^\]]+\]", r"\W\D\Aa", r"\bretry in \d+\s*s\Z"]:
+        rewritten = single_line(rx)
+        assert rewritten is not None and "\\s" not in rewritten
+        for line in lines:
+            assert bool(regex.search(rx, line)) is bool(regex.search(rewritten, line, regex.M)), (rx, line)
+        joined = "\n".join(lines) + "\n0\n failed\n\n]"
+        assert all("\n" not in m.group(0) for m in regex.finditer(rewritten, joined, regex.M))
+    for unsafe in [r"a\nb", r"(?s)a.b", r"[[:space:]]", r"\x0a", r"\p{Zs}"]:
+        assert single_line(unsafe) is None
