@@ -5,6 +5,7 @@ the sockets and call into this module, so everything here is testable without I/
 
 - ``SyslogFramer`` splits a TCP byte stream into frames. Each frame's first byte picks its framing:
   a digit means octet counting (``LEN SP MSG``), anything else a frame ending at LF (or NUL).
+  ``feed_into`` lets a fast path (``sources.batching``) take the clean octet-counted frames directly.
 - ``parse_syslog`` turns one frame into a ``SyslogMessage``.
 - ``parse_logplex`` splits a Heroku-style ``application/logplex-1`` body into frames.
 - ``find_token`` / ``check_token`` / ``tokens_equal`` find and verify a sender's token.
@@ -16,10 +17,11 @@ import calendar
 import hmac
 import re
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
+    "FastScan",
     "FramingError",
     "LogplexFramingError",
     "SyslogFramer",
@@ -27,6 +29,7 @@ __all__ = [
     "SyslogParseError",
     "check_token",
     "find_token",
+    "next_logplex_frame",
     "parse_logplex",
     "parse_rfc3339",
     "parse_syslog",
@@ -39,6 +42,11 @@ DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 # A length prefix longer than this many digits (≥ 1 GB) is garbage, not a frame we could skip exactly.
 _MAX_LEN_DIGITS = 9
 _MAX_KEPT_ERRORS = 1000
+
+
+# ``scan(data, pos, max_frame_bytes) -> pos``: takes the clean octet-counted frames at ``pos`` (see
+# ``SyslogFramer.feed_into`` and ``sources.batching``).
+FastScan = Callable[[bytes, int, int], int]
 
 
 class SyslogParseError(ValueError):
@@ -91,28 +99,72 @@ class SyslogFramer:
     def feed(self, data: bytes) -> list[bytes]:
         """Consume a chunk of the stream; return the frames it completes (without terminators)."""
         out: list[bytes] = []
+        data = self._take(data)
+        if data and (data.find(b"\0") >= 0 or not self._split_lines(data, out)):
+            self._scan(data, out)
+        return out
+
+    def feed_into(self, data: bytes, scan: FastScan | None, on_frame: Callable[[bytes], None]) -> None:
+        """Consume a chunk like ``feed``, letting ``scan`` take the octet-counted frames it can.
+
+        ``scan(data, pos, max_frame_bytes)`` consumes the complete octet-counted frames at ``pos`` that it
+        understands and returns where it stopped; every other frame goes to ``on_frame``. Frames are
+        handled in stream order and errors recorded exactly as ``feed`` would.
+        """
+        data = self._take(data)
         if not data:
-            return out
+            return
+        out: list[bytes] = []
+        if scan is None:
+            if data.find(b"\0") >= 0 or not self._split_lines(data, out):
+                self._scan(data, out)
+            for frame in out:
+                on_frame(frame)
+            return
+        # A chunk starting with a digit is never all LF frames, so ``feed`` would go to ``_scan`` too.
+        if not 48 <= data[0] <= 57 and data.find(b"\0") < 0 and self._split_lines(data, out):
+            for frame in out:
+                on_frame(frame)
+            return
+        n = len(data)
+        limit = self.max_frame_bytes
+        pos = 0
+        nul = -2
+        while pos < n:
+            pos = scan(data, pos, limit)
+            if pos >= n:
+                break
+            # The frame at pos is one the fast path left: the exact path takes it and what follows
+            # up to the next frame that starts with a digit.
+            pos, nul = self._scan(data, out, pos, nul, stop_at_digit=True)
+            for frame in out:
+                on_frame(frame)
+            out.clear()
+
+    def _take(self, data: bytes) -> bytes:
+        # Settles the state carried over from earlier chunks; returns the bytes left to scan (b"" if none).
+        if not data:
+            return b""
         if self._skip:
             if len(data) <= self._skip:
                 self._skip -= len(data)
-                return out
+                return b""
             data = data[self._skip :]
             self._skip = 0
         if self._skip_line:
             end = _terminator(data, 0)
             if end < 0:
-                return out
+                return b""
             data = data[end + 1 :]
             self._skip_line = False
             if not data:
-                return out
+                return b""
         pending = self._pending
         if pending:
             if self._want:
                 if len(pending) + len(data) < self._want:
                     pending += data
-                    return out
+                    return b""
             elif (pending[0] > 57 or pending[0] < 48) and data.find(b"\n") < 0 and data.find(b"\0") < 0:
                 # An LF frame in progress that this chunk does not terminate.
                 pending += data
@@ -120,13 +172,11 @@ class SyslogFramer:
                     self._error("oversized", f"LF-terminated frame longer than {self.max_frame_bytes} bytes")
                     pending.clear()
                     self._skip_line = True
-                return out
+                return b""
             data = bytes(pending) + data
             pending.clear()
             self._want = 0
-        if data.find(b"\0") >= 0 or not self._split_lines(data, out):
-            self._scan(data, out)
-        return out
+        return data
 
     def flush(self) -> list[bytes]:
         """End of stream: return a trailing unterminated LF frame; an incomplete octet frame is an error."""
@@ -183,22 +233,28 @@ class SyslogFramer:
                 self._pending += tail
         return True
 
-    def _scan(self, data: bytes, out: list[bytes]) -> None:
-        # General path: frame by frame, deciding the framing from each frame's first byte.
+    def _scan(
+        self, data: bytes, out: list[bytes], pos: int = 0, nul: int = -2, stop_at_digit: bool = False
+    ) -> tuple[int, int]:
+        # General path: frame by frame, deciding the framing from each frame's first byte. With
+        # ``stop_at_digit`` it returns at the next frame after ``pos`` that starts with a digit (for
+        # ``feed_into``'s fast path). Returns where it stopped and the NUL search state (-2: not
+        # searched yet; else the first NUL at or after some earlier position, or -1 for none).
         n = len(data)
         find = data.find
         limit = self.max_frame_bytes
-        pos = 0
-        nul = find(b"\0")
+        start = pos
         while pos < n:
             c = data[pos]
             if 48 <= c <= 57:
+                if stop_at_digit and pos != start:
+                    return pos, nul
                 sp = find(b" ", pos, pos + _MAX_LEN_DIGITS + 1)
                 if sp < 0:
                     head = data[pos : pos + _MAX_LEN_DIGITS + 1]
                     if head.isdigit() and len(head) <= _MAX_LEN_DIGITS:
                         self._pending += data[pos:]  # the length prefix continues in the next chunk
-                        return
+                        return n, nul
                     kind_detail = "absurd" if head.isdigit() else "non-numeric"
                     self._error("bad_length", f"{kind_detail} octet-count prefix {head[:12]!r}")
                     pos = self._resync(data, pos)
@@ -214,13 +270,13 @@ class SyslogFramer:
                     self._error("oversized", f"octet-counted frame of {length} bytes (limit {limit})")
                     if end > n:
                         self._skip = end - n
-                        return
+                        return n, nul
                     pos = end
                     continue
                 if end > n:
                     self._pending += data[pos:]
                     self._want = end - pos
-                    return
+                    return n, nul
                 if length:
                     out.append(data[sp + 1 : end])
                 pos = end
@@ -228,7 +284,7 @@ class SyslogFramer:
                 pos += 1  # empty frames and stray separators between frames
             else:
                 lf = find(b"\n", pos)
-                if 0 <= nul < pos:
+                if nul == -2 or 0 <= nul < pos:
                     nul = find(b"\0", pos)
                 end = lf if nul < 0 or (0 <= lf < nul) else nul
                 if end < 0:
@@ -237,7 +293,7 @@ class SyslogFramer:
                         self._skip_line = True
                     else:
                         self._pending += data[pos:]
-                    return
+                    return n, nul
                 if end - pos > limit:
                     self._error("oversized", f"LF-terminated frame of {end - pos} bytes (limit {limit})")
                 elif data[end - 1] == 13:
@@ -246,6 +302,7 @@ class SyslogFramer:
                 else:
                     out.append(data[pos:end])
                 pos = end + 1
+        return pos, nul
 
     def _resync(self, data: bytes, pos: int) -> int:
         end = _terminator(data, pos)
@@ -268,8 +325,24 @@ def parse_logplex(body: bytes) -> list[bytes]:
     frame is truncated or a length prefix is missing.
     """
     frames: list[bytes] = []
-    n = len(body)
     pos = 0
+    while True:
+        try:
+            frame, pos = next_logplex_frame(body, pos)
+        except LogplexFramingError as exc:
+            raise LogplexFramingError(str(exc), frames) from None
+        if frame is None:
+            return frames
+        frames.append(frame)
+
+
+def next_logplex_frame(body: bytes, pos: int) -> tuple[bytes | None, int]:
+    """The frame of a logplex body at ``pos`` (after separating whitespace) and the position after it.
+
+    ``(None, len(body))`` at the end of the body. Raises ``LogplexFramingError`` (with no frames) when
+    the frame is truncated or its length prefix is missing.
+    """
+    n = len(body)
     find = body.find
     while pos < n:
         c = body[pos]
@@ -279,15 +352,14 @@ def parse_logplex(body: bytes) -> list[bytes]:
         sp = find(b" ", pos, pos + _MAX_LEN_DIGITS + 1)
         head = body[pos:sp] if sp >= 0 else body[pos : pos + _MAX_LEN_DIGITS + 1]
         if sp < 0 or not head.isdigit():
-            raise LogplexFramingError(f"expected a frame length at byte {pos}, got {head[:12]!r}", frames)
+            raise LogplexFramingError(f"expected a frame length at byte {pos}, got {head[:12]!r}", [])
         end = sp + 1 + int(head)
         if end > n:
             raise LogplexFramingError(
-                f"frame at byte {pos} declares {int(head)} bytes but only {n - sp - 1} remain", frames
+                f"frame at byte {pos} declares {int(head)} bytes but only {n - sp - 1} remain", []
             )
-        frames.append(body[sp + 1 : end])
-        pos = end
-    return frames
+        return body[sp + 1 : end], end
+    return None, n
 
 
 @dataclass(slots=True)
