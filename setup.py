@@ -14,5 +14,12 @@ setup(
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-field-initializers"],
             optional=True,
         ),
+        # Live ingest: octet-counted RFC 5424 / logplex frames straight into LineBatches.
+        Extension(
+            "stream_triage.sources._syslog_fast",
+            ["stream_triage/sources/_syslog_fast.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            optional=True,
+        ),
     ]
 )
