@@ -1,7 +1,9 @@
 """Runs the synchronous pipeline inside the service: a bounded queue in, the store out.
 
-Sources put batches of records on a bounded queue; when it is full, ``submit`` waits (TCP sources stop
-reading, which pushes back on the sender) and ``offer`` refuses (HTTP answers 503 with Retry-After).
+Sources put their reads on a bounded queue — one item per read, holding one or more batches
+(``LineBatch`` or a list of ``RawRecord``); when it is full, ``submit`` waits (TCP sources stop reading,
+which pushes back on the sender) and ``offer`` refuses (HTTP answers 503 with Retry-After). Metrics
+count lines, never batches.
 One consumer task feeds the pipeline with the wall clock as its time; store writes run on one worker
 thread so the event loop never blocks on SQLite.
 """
@@ -15,13 +17,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from stream_triage.pipeline.triage import Triage
-from stream_triage.records import EndReason, IssueChange, RawRecord, RunFlush
+from stream_triage.records import EndReason, IssueChange, LineBatch, RunFlush
 from stream_triage.sinks.sqlite import IssueStore
+from stream_triage.sources.batching import Batch, batch_lines
 from stream_triage.telemetry import Metrics
 
 log = logging.getLogger("stream_triage.runner")
 
 ChangeListener = Callable[[list[IssueChange]], None]
+# One read of one source: its batches in order, and their line count.
+Item = tuple[str, tuple[Batch, ...], int]
 
 
 class PipelineRunner:
@@ -40,12 +45,12 @@ class PipelineRunner:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.queue: asyncio.Queue[tuple[str, list[RawRecord]]] = asyncio.Queue(maxsize=queue_max_batches)
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_max_batches)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._listeners: list[ChangeListener] = []
         self._task: asyncio.Task[None] | None = None
         self._matched_seen: dict[tuple[str, str], int] = {}
-        self._parked: list[tuple[str, list[RawRecord]]] = []
+        self._parked: list[Item] = []
         self.lines_processed = 0
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -53,32 +58,35 @@ class PipelineRunner:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ input
-    async def submit(self, source: str, records: list[RawRecord]) -> None:
-        """Queue a batch, waiting while the queue is full (backpressure for stream sources)."""
-        if records:
-            self.metrics.lines_received.labels(source=source).inc(len(records))
+    async def submit(self, source: str, *batches: Batch) -> None:
+        """Queue one read's batches as one item, waiting while the queue is full (backpressure for streams)."""
+        lines = sum(batch_lines(b) for b in batches)
+        if lines:
+            self.metrics.lines_received.labels(source=source).inc(lines)
             self.metrics.last_line_received.labels(source=source).set(self.clock())
+            item = (source, batches, lines)
             try:
-                await self.queue.put((source, records))
+                await self.queue.put(item)
             except asyncio.CancelledError:
                 # Cancelled while waiting for room (a source stopping at shutdown): the batch was read and
                 # counted, so keep it; ``drain`` processes it after the queue.
-                self._parked.append((source, records))
+                self._parked.append(item)
                 raise
-            self.metrics.queue_depth.labels(source=source).inc(len(records))
+            self.metrics.queue_depth.labels(source=source).inc(lines)
 
-    def offer(self, source: str, records: list[RawRecord]) -> bool:
-        """Queue a batch if there is room now; ``False`` means full (the caller answers 503)."""
-        if not records:
+    def offer(self, source: str, *batches: Batch) -> bool:
+        """Queue one request's batches as one item if there is room now; ``False`` means full (answer 503)."""
+        lines = sum(batch_lines(b) for b in batches)
+        if not lines:
             return True
         try:
-            self.queue.put_nowait((source, records))
+            self.queue.put_nowait((source, batches, lines))
         except asyncio.QueueFull:
-            self.metrics.frames_rejected.labels(source=source, reason="backpressure").inc(len(records))
+            self.metrics.frames_rejected.labels(source=source, reason="backpressure").inc(lines)
             return False
-        self.metrics.lines_received.labels(source=source).inc(len(records))
+        self.metrics.lines_received.labels(source=source).inc(lines)
         self.metrics.last_line_received.labels(source=source).set(self.clock())
-        self.metrics.queue_depth.labels(source=source).inc(len(records))
+        self.metrics.queue_depth.labels(source=source).inc(lines)
         return True
 
     # ------------------------------------------------------------------ processing
@@ -89,22 +97,31 @@ class PipelineRunner:
     async def _consume(self) -> None:
         queue = self.queue
         while True:
-            source, records = await queue.get()
+            source, batches, lines = await queue.get()
             try:
                 now = self.clock()
-                flushes = self.triage.process_many(records, now)
-                self.lines_processed += len(records)
-                last_ts = records[-1].ts
+                flushes = self._process(batches, now)
+                self.lines_processed += lines
+                last_ts = _last_ts(batches)
                 if last_ts is not None:
                     self.metrics.pipeline_lag.observe(max(0.0, now - last_ts))
                 if flushes:
                     await self.write(flushes)
             except Exception:  # the service must outlive any single bad batch
-                log.exception("pipeline failed on a batch of %d records from %s; batch skipped", len(records), source)
+                log.exception("pipeline failed on a batch of %d lines from %s; batch skipped", lines, source)
             finally:
                 queue.task_done()
-                # Per source, in records: the queue is shared, so its size would be every source's.
-                self.metrics.queue_depth.labels(source=source).dec(len(records))
+                # Per source, in lines: the queue is shared, so its size would be every source's.
+                self.metrics.queue_depth.labels(source=source).dec(lines)
+
+    def _process(self, batches: tuple[Batch, ...], now: float) -> list[RunFlush]:
+        flushes: list[RunFlush] = []
+        for batch in batches:
+            if isinstance(batch, LineBatch):
+                flushes += self.triage.process_batch(batch, now)
+            else:
+                flushes += self.triage.process_many(batch, now)
+        return flushes
 
     async def tick(self) -> None:
         """Advance pipeline time to now: flush runs whose grace window or idle timeout passed."""
@@ -151,9 +168,9 @@ class PipelineRunner:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         parked, self._parked = self._parked, []
-        for _source, records in parked:
-            flushes = self.triage.process_many(records, self.clock())
-            self.lines_processed += len(records)
+        for _source, batches, lines in parked:
+            flushes = self._process(batches, self.clock())
+            self.lines_processed += lines
             if flushes:
                 await self.write(flushes)
         flushes = self.triage.flush_all(reason)
@@ -165,6 +182,20 @@ class PipelineRunner:
     def close(self) -> None:
         """Stop the writer thread (after ``drain``)."""
         self._writer.shutdown(wait=True)
+
+
+def _last_ts(batches: tuple[Batch, ...]) -> float | None:
+    """The envelope time of the last line of a read (None when it has none)."""
+    for batch in reversed(batches):
+        if isinstance(batch, list):
+            if batch:
+                return batch[-1].ts
+            continue
+        if not batch.ts:
+            return None
+        ts = batch.ts[-1]
+        return None if ts != ts else ts  # NaN: no envelope time
+    return None
 
 
 def _run_end(flush: RunFlush) -> EndReason | None:

@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream_triage.app import Service
 from stream_triage.config import SECRET_ENV, Config, load_config
-from stream_triage.records import EndReason, RawRecord
+from stream_triage.records import EndReason, LineBatch, RawRecord
 from stream_triage.session import TriageSession
 from tests.e2e.prometheus import wait_until
 from tests.fakes.render_api import RenderFake
@@ -378,12 +378,26 @@ async def running_service(
     service = Service(config, registry=registry)
     records: list[RawRecord] = []
     process_many = service.triage.process_many
+    process_batch = service.triage.process_batch
+    in_batch = False
 
     def recording(batch: list[RawRecord], now: float | None = None) -> Any:
-        records.extend(batch)
+        if not in_batch:
+            records.extend(batch)
         return process_many(batch, now)
 
+    def recording_batch(batch: LineBatch, now: float | None = None) -> Any:
+        # process_batch may itself go through process_many: record each line once.
+        nonlocal in_batch
+        records.extend(batch.records())
+        in_batch = True
+        try:
+            return process_batch(batch, now)
+        finally:
+            in_batch = False
+
     service.triage.process_many = recording  # type: ignore[method-assign]
+    service.triage.process_batch = recording_batch  # type: ignore[method-assign]
     if before_start is not None:
         before_start(service)
     await service.start()
