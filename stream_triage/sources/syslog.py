@@ -6,6 +6,9 @@ reported once per connection and skipped, and the connection's valid frames stil
 token configured, every frame must carry it (structured data or message prefix); a wrong token closes
 the connection. When the pipeline's queue is full, ``submit`` waits and the connection stops being
 read, so TCP flow control pushes back on the sender instead of anything being dropped.
+
+Each read becomes one queue item of ``LineBatch``es (``sources.batching``): octet-counted RFC 5424
+frames go through the C fast path when it is built, everything else through ``parse_syslog``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from stream_triage.config import SyslogSourceConfig
 from stream_triage.errors import ConfigError
 from stream_triage.records import RawRecord
 from stream_triage.runner import PipelineRunner
+from stream_triage.sources.batching import SyslogBatcher, syslog_source_name
 from stream_triage.sources.files import split_lines
 from stream_triage.sources.syslog_protocol import SyslogFramer, SyslogParseError, check_token, parse_syslog
 from stream_triage.telemetry import Metrics
@@ -114,15 +118,31 @@ class SyslogSource:
                 await asyncio.wait_for(writer.wait_closed(), 2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        if self.token is not None:
+            await self._serve_with_token(reader, peer)
+            return
+        # Without a token every frame stands alone: the clean octet-counted RFC 5424 ones go through
+        # the fast path straight into a LineBatch, the rest through parse_syslog, in stream order.
+        batcher = SyslogBatcher(self.config.max_frame_bytes)
+        reported: set[str] = set()
+        while True:
+            data = await self._read(reader, peer)
+            batches = batcher.feed(data) if data else batcher.flush()
+            for kind, detail in batcher.pop_problems():
+                if kind == "malformed":
+                    self._reject(kind, f"malformed frame: {detail}", peer, reported)
+                else:
+                    self._reject(kind, f"{kind}: {detail}", peer, reported)
+            if batches:
+                await self.runner.submit(SOURCE, *batches)
+            if not data:
+                return
+
+    async def _serve_with_token(self, reader: asyncio.StreamReader, peer: object) -> None:
         framer = SyslogFramer(self.config.max_frame_bytes)
         reported: set[str] = set()
-        idle = self.config.idle_timeout_s
         while True:
-            try:
-                data = await asyncio.wait_for(reader.read(_READ_BYTES), idle)
-            except TimeoutError:
-                log.info("syslog: closing %s after %.0f s without data", peer, idle)
-                data = b""
+            data = await self._read(reader, peer)
             frames = framer.feed(data) if data else framer.flush()
             for err in framer.pop_errors():
                 self._reject(err.kind, f"{err.kind}: {err.detail}", peer, reported)
@@ -134,6 +154,14 @@ class SyslogSource:
                     return
             if not data:
                 return
+
+    async def _read(self, reader: asyncio.StreamReader, peer: object) -> bytes:
+        idle = self.config.idle_timeout_s
+        try:
+            return await asyncio.wait_for(reader.read(_READ_BYTES), idle)
+        except TimeoutError:
+            log.info("syslog: closing %s after %.0f s without data", peer, idle)
+            return b""
 
     def _records(self, frames: list[bytes], peer: object, reported: set[str]) -> tuple[list[RawRecord], bool]:
         records: list[RawRecord] = []
@@ -153,8 +181,7 @@ class SyslogSource:
                     log.warning("syslog: wrong or missing token from %s; closing the connection", peer)
                     return records, False
                 text = checked
-            source = f"{msg.hostname or '-'}/{msg.app_name or '-'}/{msg.procid or '-'}"
-            record = RawRecord(text, source, msg.timestamp, 0)
+            record = RawRecord(text, syslog_source_name(msg), msg.timestamp, 0)
             if "\n" in text:
                 records.extend(split_lines(record))
             else:
