@@ -555,7 +555,12 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_syslog_fast",
-                                    "C fast path for octet-counted RFC 5424 syslog and logplex frames.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_syslog_fast",
+    .m_doc = "C fast path for octet-counted RFC 5424 syslog and logplex frames.",
+    .m_size = 0,
+    .m_methods = methods,
+};
 
 PyMODINIT_FUNC PyInit__syslog_fast(void) { return PyModule_Create(&module); }
