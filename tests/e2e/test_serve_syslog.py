@@ -265,6 +265,29 @@ def test_multi_run_log_over_tls_yields_the_expected_issues(tmp_path: Path) -> No
     assert stored_issues(config.store.path) == expected_issues(lines)
 
 
+def test_multi_run_log_without_token_takes_the_fast_path_and_yields_the_expected_issues(tmp_path: Path) -> None:
+    """Render's octet-counted frames without a token (the C fast path when built): the store matches replay."""
+    lines = multi_run_lines()
+    payload = b"".join(octet(rfc5424(line)) for line in lines)
+    config = in_process_config(tmp_path)
+
+    async def scenario() -> None:
+        async with running_service(config) as run:
+            reader, writer = await open_conn(run.service.syslog.port)
+            for i in range(0, len(payload), 1000):  # frames cut across reads
+                writer.write(payload[i : i + 1000])
+                await writer.drain()
+            writer.write_eof()
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            await wait_for(lambda: len(run.records) >= len(lines))
+            assert run.texts == lines
+            assert run.metric("stream_triage_lines_received_total", source="syslog") == len(lines)
+
+    run_async(scenario)
+    assert stored_issues(config.store.path) == expected_issues(lines)
+
+
 def test_plain_tcp_client_is_refused_by_the_tls_listener_without_harm(tmp_path: Path) -> None:
     """Plain-text syslog sent to the TLS port fails the handshake; the listener keeps serving TLS clients."""
     cert, key = make_cert(tmp_path)

@@ -455,3 +455,18 @@ def test_fast_path_times_are_bit_for_bit_those_of_parse_rfc3339() -> None:
     [batch] = builder.take()
     assert batch.ts is not None
     assert [x.hex() for x in batch.ts] == [parse_rfc3339(ts).hex() for ts in stamps]
+
+
+def test_the_multi_run_log_as_render_sends_it() -> None:
+    """The realistic multi-run log (runs, stack traces, access lines) in Render's frames, in 4 KB reads."""
+    from tests.e2e.serve_harness import multi_run_lines
+
+    lines = multi_run_lines()
+    data = b"".join(
+        octet(frame(line, ts=f"2025-11-03T08:{15 + i // 60:02d}:{i % 60:02d}.{i:06d}Z", procid=f"web.{i % 3}"))
+        for i, line in enumerate(lines)
+    )
+    assert_syslog_equivalent(data, [4096] * (len(data) // 4096))
+    assert_logplex_equivalent(b"".join(octet(frame(line, sd=None)) for line in lines))
+    reads, _ = new_syslog(data, [], 65536, fast=True)
+    assert [r[0] for r in flat(reads)] == lines
