@@ -1,13 +1,14 @@
 # stream-triage service image. Build from the repository root: docker build -t stream-triage .
 
-# The compiled pipeline kernel needs a C compiler; only this stage has one.
+# The compiled pipeline kernel and syslog fast path need a C compiler; only this stage has one.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY stream_triage ./stream_triage
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && python -m zipfile -l /wheels/*.whl | grep -q "_kernel.*\.so"
+    && python -m zipfile -l /wheels/*.whl | grep -q "_kernel.*\.so" \
+    && python -m zipfile -l /wheels/*.whl | grep -q "_syslog_fast.*\.so"
 
 FROM python:3.11-slim
 

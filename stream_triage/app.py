@@ -29,6 +29,7 @@ from stream_triage.pipeline.triage import Triage, build_patterns
 from stream_triage.records import EndReason
 from stream_triage.runner import PipelineRunner
 from stream_triage.sinks.sqlite import IssueStore
+from stream_triage.sources.batching import FAST as INGEST_FAST
 from stream_triage.sources.http_drain import HttpDrainSource
 from stream_triage.sources.syslog import SyslogSource
 from stream_triage.telemetry import Metrics, metrics_handler
@@ -121,6 +122,11 @@ class Service:
         slow = self.triage.fast_path_off
         if slow is not None:
             log.warning("pipeline fast path off (%s): every line takes the full Python path, far slower", slow)
+        if not INGEST_FAST and (self.syslog is not None or self.drain is not None):
+            log.warning(
+                "syslog/logplex fast path off (stream_triage.sources._syslog_fast is not built): every frame is "
+                "parsed in Python, far slower; reinstall with a C compiler"
+            )
 
     async def stop(self) -> None:
         """Graceful shutdown within ``server.shutdown_deadline_s``; every open run is flushed."""
