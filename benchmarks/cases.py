@@ -242,6 +242,7 @@ class _CountingTriage:
     """Stands in for ``Triage`` in the ingest cases: accepts every batch and does nothing with it."""
 
     open_runs = 0
+    fast_path_off = None
 
     def __init__(self) -> None:
         self.match_counts: dict[tuple[str, str], int] = {}
