@@ -190,30 +190,34 @@ def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object
         c = compiled[i]
         f = base if c.spec.case_sensitive else base | _hs.HS_FLAG_CASELESS
         entries.append((c.spec.regex.encode("utf-8"), i, f))
-    db = _try_compile(entries)
-    if db is not None:
-        return db, []
-    # Some pattern uses syntax Hyperscan lacks: find which (one compile each), try the rest with regex.
-    good = [e for e in entries if _try_compile([e]) is not None]
-    always = [e[1] for e in entries if e not in good]
-    return (_try_compile(good) if good else None), always
+    return compile_taking(entries)
 
 
 _REJECTED_ID = regex.compile(r"\(id:(\d+)\)\s*$")
 
 
-def _compiled(entries: list[tuple[bytes, int, int]]) -> object | int:
-    """A Hyperscan database of ``entries``, or the index of an entry Hyperscan rejects."""
+def compile_taking(entries: list[tuple[bytes, int, int]]) -> tuple[object | None, list[int]]:
+    """One Hyperscan database of the ``(expression, id, flags)`` entries it takes, and the ids of those
+    it rejects (syntax it lacks). Hyperscan names the first rejected expression in its error, so
+    this costs one compile per rejected expression, not one per expression."""
     assert _hs is not None
-    db = _hs.Database()
-    try:
-        db.compile(expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries])
-    except Exception as exc:  # hyperscan.error "<message> (id:<index>)"
-        m = _REJECTED_ID.search(str(exc))
-        if m is not None and int(m.group(1)) < len(entries):
-            return int(m.group(1))
-        return next((i for i, e in enumerate(entries) if _try_compile([e]) is None), 0)
-    return db
+    entries = list(entries)
+    rejected: list[int] = []
+    while entries:
+        db = _hs.Database()
+        try:
+            db.compile(
+                expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries]
+            )
+        except Exception as exc:  # hyperscan.error "<message> (id:<index>)"
+            m = _REJECTED_ID.search(str(exc))
+            index = int(m.group(1)) if m is not None and int(m.group(1)) < len(entries) else None
+            if index is None:
+                index = next((i for i, e in enumerate(entries) if _try_compile([e]) is None), 0)
+            rejected.append(entries.pop(index)[1])
+            continue
+        return db, rejected
+    return None, rejected
 
 
 def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
@@ -253,17 +257,13 @@ class ChunkScanner:
             supersets.append((rx.encode("utf-8"), i, base | _hs.HS_FLAG_PREFILTER))
             single = single_line(rx) if mode != "superset" else None
             exact.append((single.encode("utf-8"), i, base) if single is not None else None)
-        # Compile the exact forms together; Hyperscan names the first it rejects, which then falls back.
+        # Compile the exact forms together; those Hyperscan rejects fall back to their superset.
         self._dbs: list[object] = []
-        while True:
-            wanted = [e for e in exact if e is not None]
-            if not wanted:
-                break
-            db = _compiled(wanted)
-            if not isinstance(db, int):
-                self._dbs.append(db)
-                break
-            exact[wanted[db][1]] = None
+        db, rejected = compile_taking([e for e in exact if e is not None])
+        if db is not None:
+            self._dbs.append(db)
+        for i in rejected:
+            exact[i] = None
         self.exact = [e is not None for e in exact]
         # Supersets (and exact forms Hyperscan rejected) in a second database: prefilter mode.
         rest = [
@@ -272,9 +272,9 @@ class ChunkScanner:
             if e is None and mode != "subset"
         ]
         if rest:
-            db = _compiled(rest)
-            if isinstance(db, int):
-                raise ValueError(f"hyperscan rejected an expression: {rest[db][0]!r}")
+            db, rejected = compile_taking(rest)
+            if rejected:
+                raise ValueError(f"hyperscan rejected an expression: {expressions[rejected[0]][0]!r}")
             self._dbs.append(db)
 
     def scan(self, data: bytes, on_hit: object) -> None:

@@ -145,17 +145,19 @@ class Redactor:
             for rule, end in self._line_hits:
                 rules.setdefault(bisect_right(starts, end - 1) - 1, set()).add(rule)
             for i, found in rules.items():
-                text = texts[i]
-                for rule in sorted(found):
-                    pattern, replacement = self._rules[rule]
-                    text = pattern.sub(replacement, text)
-                out[i] = text
+                out[i] = self._apply(texts[i], sorted(found))
         if self._extra:
-            for i, text in enumerate(out):
-                for pattern, replacement in self._extra:
-                    text = pattern.sub(replacement, text)
-                out[i] = text
+            out = [self._apply(text, ()) for text in out]
         return out
+
+    def _apply(self, text: str, rules: Iterable[int]) -> str:
+        """``text`` with the given built-in rules (in order), then the extra patterns, applied."""
+        for rule in rules:
+            pattern, replacement = self._rules[rule]
+            text = pattern.sub(replacement, text)
+        for pattern, replacement in self._extra:
+            text = pattern.sub(replacement, text)
+        return text
 
     def __call__(self, text: str) -> str:
         """Return ``text`` with every secret replaced by ``[REDACTED]``."""
@@ -165,20 +167,14 @@ class Redactor:
         done = cache.get(text)
         if done is not None:
             return done
-        original = text
         if self._hs is not None and text.isascii():
             hits = self._hits
             hits.clear()
             self._hs.scan(text.encode("ascii"), match_event_handler=self._on_hit)
-            for i in sorted(hits):
-                pattern, replacement = self._rules[i]
-                text = pattern.sub(replacement, text)
-        elif self._quick.search(text) is not None:
-            for pattern, replacement in self._rules:
-                text = pattern.sub(replacement, text)
-        for pattern, replacement in self._extra:
-            text = pattern.sub(replacement, text)
+            done = self._apply(text, sorted(hits))
+        else:
+            done = self._apply(text, range(len(self._rules)) if self._quick.search(text) is not None else ())
         if len(cache) >= _CACHE_SIZE:
             cache.clear()
-        cache[original] = text
-        return text
+        cache[text] = done
+        return done

@@ -305,3 +305,22 @@ def test_single_line_rewrites_keep_every_match_within_a_line() -> None:
         assert all("\n" not in m.group(0) for m in regex.finditer(rewritten, joined, regex.M))
     for unsafe in [r"a\nb", r"(?s)a.b", r"[[:space:]]", r"\x0a", r"\p{Zs}"]:
         assert single_line(unsafe) is None
+
+
+def test_a_pattern_hyperscan_rejects_is_still_matched_and_the_rest_stay_accelerated() -> None:
+    """``(?|…)`` (branch reset) is syntax Hyperscan lacks: that pattern is tried by ``regex`` on every
+    message and the others keep their prefilter. The batch scan cannot cover it, so the pipeline's
+    fast path is off (it could not be exact) and says why."""
+    from stream_triage.config import load_config
+    from stream_triage.pipeline.fastpath import FastPath, unavailable_reason
+
+    odd = PatternSpec(id="branch-reset", severity=Severity.ERROR, regex=r"\b(?|quota|budget) blown\b")
+    ps = PatternSet([*SPECS, odd], settings=SETTINGS)
+    index = len(SPECS)
+    assert ps.accelerated and ps._always == [index]
+    assert ps.candidates("processed lead 7") == [index]
+    assert ps.match("monthly budget blown for client X", "INFO").pattern_id == "branch-reset"  # type: ignore[union-attr]
+    assert ps.match("connect ECONNREFUSED 10.0.0.1:5432", "INFO").pattern_id == "connection-refused"  # type: ignore[union-attr]
+    config = load_config(None, {})
+    assert FastPath.build(config, ps) is None
+    assert "Hyperscan" in (unavailable_reason(config, None) or "")
