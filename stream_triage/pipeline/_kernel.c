@@ -19,33 +19,45 @@
 #include <string.h>
 
 enum { FLAG_FULL = 1, FLAG_CAND = 2 };
-enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2 };
+enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
 
 /* ------------------------------------------------------------------------------------ RunState */
 
+/*
+ * The ring keeps its lines as UTF-8 bytes in one circular byte buffer per run, not as str objects:
+ * appending a line is a copy into memory the run owns, with no object to allocate and no old one to
+ * free. With 10,000 open runs each line lands on a run that is not in cache, and every object the
+ * append touches costs a cache miss; the fields a line touches sit together at the struct's start.
+ */
 typedef struct {
     PyObject_HEAD
-    PyObject **ring;     /* circular buffer of str, capacity `cap` */
-    Py_ssize_t cap;
-    Py_ssize_t head;     /* index of the oldest entry */
-    Py_ssize_t len;
+    Py_ssize_t cap;      /* ring capacity in lines */
+    Py_ssize_t head;     /* slot of the oldest line */
+    Py_ssize_t len;      /* lines in the ring */
+    Py_ssize_t ncoll;    /* len(collectors), so the per-line test reads no other object */
     Py_ssize_t lines;
     Py_ssize_t checked_lines;
     double last_activity;
     double first_ts;     /* NaN: None */
     double last_ts;
-    PyObject *key;
-    PyObject *collectors; /* list of ContextCollector */
-    PyObject *client_ids; /* list of str */
-    char is_system;
-    char meta_settled;
-    /* FNV-1a hashes of client_ids[:hashed], so the per-line "seen this client?" test touches no
-       string objects (with 10,000 runs they are rarely in cache) */
-    uint32_t client_hash[32];
-    Py_ssize_t hashed;
     /* kernel scratch: last line of this run in the current scan, or -1 */
     Py_ssize_t touched_idx;
     double touched_ts;
+    char is_system;
+    char meta_settled;
+    unsigned char *buf;  /* the lines' bytes, circular */
+    uint32_t *loff;      /* per slot: offset of the line in buf, then its length (2 * cap entries) */
+    Py_ssize_t bufcap;
+    Py_ssize_t used;     /* bytes of the lines in the ring */
+    Py_ssize_t wp;       /* where the next line's bytes go */
+    Py_ssize_t hashed;
+    /* FNV-1a 64-bit hashes of client_ids[:hashed]: the per-line "seen this client?" test touches no
+       string object. A hash equal to a known name's counts as that name (odds about 2^-58 per new
+       name with 32 names: a collision would leave one name out of the run's client list). */
+    uint64_t client_hash[32];
+    PyObject *key;
+    PyObject *collectors; /* tuple of ContextCollector */
+    PyObject *client_ids; /* list of str */
 } RunState;
 
 static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback, *str_match, *str_done, *str_trace;
@@ -53,8 +65,6 @@ static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback
 static int
 RunState_traverse(RunState *self, visitproc visit, void *arg)
 {
-    for (Py_ssize_t i = 0; i < self->len; i++)
-        Py_VISIT(self->ring[(self->head + i) % self->cap]);
     Py_VISIT(self->key);
     Py_VISIT(self->collectors);
     Py_VISIT(self->client_ids);
@@ -64,12 +74,10 @@ RunState_traverse(RunState *self, visitproc visit, void *arg)
 static int
 RunState_clear(RunState *self)
 {
-    for (Py_ssize_t i = 0; i < self->len; i++)
-        Py_CLEAR(self->ring[(self->head + i) % self->cap]);
-    self->len = 0;
-    self->head = 0;
+    self->len = self->head = self->used = self->wp = 0;
     Py_CLEAR(self->key);
     Py_CLEAR(self->collectors);
+    self->ncoll = 0;
     Py_CLEAR(self->client_ids);
     return 0;
 }
@@ -79,7 +87,8 @@ RunState_dealloc(RunState *self)
 {
     PyObject_GC_UnTrack(self);
     RunState_clear(self);
-    PyMem_Free(self->ring);
+    PyMem_Free(self->buf);
+    PyMem_Free(self->loff);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -89,7 +98,7 @@ RunState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     RunState *self = (RunState *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->collectors = PyList_New(0);
+    self->collectors = PyTuple_New(0);
     self->client_ids = PyList_New(0);
     if (self->collectors == NULL || self->client_ids == NULL) {
         Py_DECREF(self);
@@ -108,16 +117,16 @@ RunState_init(RunState *self, PyObject *args, PyObject *kwds)
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", kwlist, &cap))
         return -1;
-    if (cap < 0) {
-        PyErr_SetString(PyExc_ValueError, "capacity must be >= 0");
+    if (cap < 0 || cap > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be between 0 and 1048576");
         return -1;
     }
-    if (self->ring != NULL) {
+    if (self->loff != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "RunState is already initialised");
         return -1;
     }
-    self->ring = PyMem_Calloc(cap > 0 ? cap : 1, sizeof(PyObject *));
-    if (self->ring == NULL) {
+    self->loff = PyMem_Calloc(cap > 0 ? 2 * cap : 1, sizeof(uint32_t));
+    if (self->loff == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -125,70 +134,139 @@ RunState_init(RunState *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Append a line (steals the reference) to the ring. */
+/* Copy n bytes into the circular buffer at `at`. */
 static inline void
-ring_push(RunState *self, PyObject *text)
+ring_put(RunState *self, Py_ssize_t at, const unsigned char *p, Py_ssize_t n)
 {
-    if (self->cap == 0) {
-        Py_DECREF(text);
-        return;
-    }
-    if (self->len < self->cap) {
-        self->ring[(self->head + self->len) % self->cap] = text;
-        self->len++;
-    } else {
-        PyObject *old = self->ring[self->head];
-        self->ring[self->head] = text;
-        self->head = (self->head + 1) % self->cap;
-        Py_DECREF(old);
-    }
+    Py_ssize_t first = self->bufcap - at < n ? self->bufcap - at : n;
+    memcpy(self->buf + at, p, first);
+    if (first < n)
+        memcpy(self->buf, p + first, n - first);
 }
 
-/* runs.RunBuffer.add_line: every collector still wanting lines gets it, then the ring. Steals text. */
-static int
-run_add_line(RunState *self, PyObject *text)
+/* Copy ring slot `slot` (its bytes) to `out`. */
+static inline void
+ring_get(const RunState *self, Py_ssize_t slot, unsigned char *out)
 {
-    if (PyList_GET_SIZE(self->collectors) > 0) {
-        PyObject *keep = PyList_New(0);
-        if (keep == NULL)
-            goto fail;
-        Py_ssize_t n = PyList_GET_SIZE(self->collectors);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *c = PyList_GET_ITEM(self->collectors, i);
-            PyObject *after = PyObject_GetAttr(c, str_after);
-            if (after == NULL) {
-                Py_DECREF(keep);
-                goto fail;
-            }
-            int err = PyList_Append(after, text);
-            Py_ssize_t have = err ? -1 : PyObject_Length(after);
-            Py_DECREF(after);
-            if (have < 0) {
-                Py_DECREF(keep);
-                goto fail;
-            }
-            PyObject *wanted = PyObject_GetAttr(c, str_wanted);
-            if (wanted == NULL) {
-                Py_DECREF(keep);
-                goto fail;
-            }
-            Py_ssize_t want = PyNumber_AsSsize_t(wanted, PyExc_OverflowError);
-            Py_DECREF(wanted);
-            if (want == -1 && PyErr_Occurred()) {
-                Py_DECREF(keep);
-                goto fail;
-            }
-            if (have < want && PyList_Append(keep, c) < 0) {
-                Py_DECREF(keep);
-                goto fail;
-            }
-        }
-        Py_SETREF(self->collectors, keep);
+    Py_ssize_t off = self->loff[2 * slot], n = self->loff[2 * slot + 1];
+    Py_ssize_t first = self->bufcap - off < n ? self->bufcap - off : n;
+    memcpy(out, self->buf + off, first);
+    if (first < n)
+        memcpy(out + first, self->buf, n - first);
+}
+
+/* Make room for `need` bytes of lines: a bigger buffer, the lines copied oldest first from 0. */
+static int
+ring_grow(RunState *self, Py_ssize_t need)
+{
+    Py_ssize_t size = self->bufcap ? self->bufcap : 256;
+    while (size < need)
+        size *= 2;
+    if (size > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "context ring lines too long");
+        return -1;
     }
-    ring_push(self, text);
+    unsigned char *buf = PyMem_Malloc(size);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < self->len; i++) {
+        Py_ssize_t slot = (self->head + i) % self->cap;
+        ring_get(self, slot, buf + at);
+        self->loff[2 * slot] = (uint32_t)at;
+        at += self->loff[2 * slot + 1];
+    }
+    PyMem_Free(self->buf);
+    self->buf = buf;
+    self->bufcap = size;
+    self->wp = at;
+    return 0;
+}
+
+/* Append a line made of two pieces (the second may be empty) to the ring, dropping the oldest. */
+static int
+ring_push(RunState *self, const unsigned char *a, Py_ssize_t na, const unsigned char *b, Py_ssize_t nb)
+{
+    if (self->cap == 0)
+        return 0;
+    if (self->len == self->cap) {
+        self->used -= self->loff[2 * self->head + 1];
+        self->head = (self->head + 1) % self->cap;
+        self->len--;
+    }
+    Py_ssize_t n = na + nb;
+    if (self->bufcap == 0 && ring_grow(self, 1) < 0)
+        return -1;
+    if (self->used + n > self->bufcap && ring_grow(self, self->used + n) < 0)
+        return -1;
+    Py_ssize_t at = self->wp;
+    ring_put(self, at, a, na);
+    if (nb)
+        ring_put(self, (at + na) % self->bufcap, b, nb);
+    Py_ssize_t slot = (self->head + self->len) % self->cap;
+    self->loff[2 * slot] = (uint32_t)at;
+    self->loff[2 * slot + 1] = (uint32_t)n;
+    self->len++;
+    self->used += n;
+    self->wp = (at + n) % self->bufcap;
+    return 0;
+}
+
+/* The ring's line in slot `slot` as str (UTF-8; "surrogatepass" round-trips any str added). */
+static PyObject *
+ring_str(const RunState *self, Py_ssize_t slot)
+{
+    Py_ssize_t off = self->loff[2 * slot], n = self->loff[2 * slot + 1];
+    if (off + n <= self->bufcap)
+        return PyUnicode_DecodeUTF8((const char *)self->buf + off, n, "surrogatepass");
+    unsigned char *tmp = PyMem_Malloc(n);
+    if (tmp == NULL)
+        return PyErr_NoMemory();
+    ring_get(self, slot, tmp);
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)tmp, n, "surrogatepass");
+    PyMem_Free(tmp);
+    return s;
+}
+
+/* Every collector still wanting lines gets `text` (a str, borrowed) in its `after` list. */
+static int
+collect_after(RunState *self, PyObject *text)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(self->collectors);
+    PyObject *keep = PyList_New(0);
+    if (keep == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyTuple_GET_ITEM(self->collectors, i);
+        PyObject *after = PyObject_GetAttr(c, str_after);
+        if (after == NULL)
+            goto fail;
+        int err = PyList_Append(after, text);
+        Py_ssize_t have = err ? -1 : PyObject_Length(after);
+        Py_DECREF(after);
+        if (have < 0)
+            goto fail;
+        PyObject *wanted = PyObject_GetAttr(c, str_wanted);
+        if (wanted == NULL)
+            goto fail;
+        Py_ssize_t want = PyNumber_AsSsize_t(wanted, PyExc_OverflowError);
+        Py_DECREF(wanted);
+        if (want == -1 && PyErr_Occurred())
+            goto fail;
+        if (have < want && PyList_Append(keep, c) < 0)
+            goto fail;
+    }
+    PyObject *t = PyList_AsTuple(keep);
+    Py_DECREF(keep);
+    if (t == NULL)
+        return -1;
+    Py_SETREF(self->collectors, t);
+    self->ncoll = PyTuple_GET_SIZE(t);
     return 0;
 fail:
-    Py_DECREF(text);
+    Py_DECREF(keep);
     return -1;
 }
 
@@ -199,7 +277,14 @@ RunState_add_line(RunState *self, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "add_line() takes a str");
         return NULL;
     }
-    if (run_add_line(self, Py_NewRef(text)) < 0)
+    if (self->ncoll > 0 && collect_after(self, text) < 0)
+        return NULL;
+    PyObject *utf8 = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (utf8 == NULL)
+        return NULL;
+    int rc = ring_push(self, (const unsigned char *)PyBytes_AS_STRING(utf8), PyBytes_GET_SIZE(utf8), NULL, 0);
+    Py_DECREF(utf8);
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -210,31 +295,42 @@ RunState_get_ring(RunState *self, void *closure)
     PyObject *out = PyList_New(self->len);
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < self->len; i++)
-        PyList_SET_ITEM(out, i, Py_NewRef(self->ring[(self->head + i) % self->cap]));
+    for (Py_ssize_t i = 0; i < self->len; i++) {
+        PyObject *s = ring_str(self, (self->head + i) % self->cap);
+        if (s == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, s);
+    }
     return out;
 }
 
 static PyObject *
-RunState_get_list(RunState *self, void *closure)
+RunState_get_seq(RunState *self, void *closure)
 {
-    PyObject *v = closure ? self->client_ids : self->collectors;
-    return Py_NewRef(v);
+    return Py_NewRef(closure ? self->client_ids : self->collectors);
 }
 
 static int
-RunState_set_list(RunState *self, PyObject *value, void *closure)
+RunState_set_seq(RunState *self, PyObject *value, void *closure)
 {
-    if (value == NULL || !PyList_CheckExact(value)) {
-        PyErr_SetString(PyExc_TypeError, "must be a list");
-        return -1;
-    }
     if (closure) {
+        if (value == NULL || !PyList_CheckExact(value)) {
+            PyErr_SetString(PyExc_TypeError, "client_ids must be a list");
+            return -1;
+        }
         Py_SETREF(self->client_ids, Py_NewRef(value));
         self->hashed = 0;
+        return 0;
     }
-    else
-        Py_SETREF(self->collectors, Py_NewRef(value));
+    /* A tuple, so it cannot change behind ncoll's back. */
+    if (value == NULL || !PyTuple_CheckExact(value)) {
+        PyErr_SetString(PyExc_TypeError, "collectors must be a tuple");
+        return -1;
+    }
+    Py_SETREF(self->collectors, Py_NewRef(value));
+    self->ncoll = PyTuple_GET_SIZE(value);
     return 0;
 }
 
@@ -280,8 +376,9 @@ static PyGetSetDef RunState_getset[] = {
     {"first_ts", (getter)RunState_get_ts, (setter)RunState_set_ts, "Log time of the first line, or None.", NULL},
     {"last_ts", (getter)RunState_get_ts, (setter)RunState_set_ts, "Log time of the last line, or None.", (void *)1},
     {"ring", (getter)RunState_get_ring, NULL, "The context ring, oldest line first (a copy).", NULL},
-    {"collectors", (getter)RunState_get_list, (setter)RunState_set_list, "Open after-context collectors.", NULL},
-    {"client_ids", (getter)RunState_get_list, (setter)RunState_set_list, "Client names seen.", (void *)1},
+    {"collectors", (getter)RunState_get_seq, (setter)RunState_set_seq, "Open after-context collectors (a tuple).",
+     NULL},
+    {"client_ids", (getter)RunState_get_seq, (setter)RunState_set_seq, "Client names seen.", (void *)1},
     {NULL}};
 
 static PyMethodDef RunState_methods[] = {
@@ -306,12 +403,12 @@ static PyTypeObject RunStateType = {
 
 /* ----------------------------------------------------------------------------------- helpers */
 
-static inline uint32_t
+static inline uint64_t
 fnv1a(const unsigned char *p, Py_ssize_t n)
 {
-    uint32_t h = 2166136261u;
+    uint64_t h = 14695981039346656037ull;
     for (Py_ssize_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
+        h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
 
@@ -373,12 +470,14 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
         Py_ssize_t nd = j - i - 1;
         if (nd < 1 || nd > 9)
             return 0;
-        char buf[16];
+        /* float(".dddddd") as Python computes it: both operands are exact, so IEEE division
+           rounds the decimal fraction correctly, as strtod would (without its cost). */
+        static const double pow10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
         Py_ssize_t keep = nd > 6 ? 6 : nd;
-        buf[0] = '.';
-        memcpy(buf + 1, p + i + 1, keep);
-        buf[keep + 1] = '\0';
-        frac = strtod(buf, NULL);
+        long v = 0;
+        for (Py_ssize_t q = 0; q < keep; q++)
+            v = v * 10 + (p[i + 1 + q] - '0');
+        frac = (double)v / pow10[keep];
         i = j;
     }
     if (i >= n || p[i] != 'Z')
@@ -454,6 +553,60 @@ ring_text(const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
         out[i] = p[i];
     out[chars] = 0x2026;
     return s;
+}
+
+/*
+ * runs.RunBuffer.note_client for an ASCII name. The usual case, a name the run has seen, compares
+ * hashes kept in the RunState only; the list is read when the name may be new (or Python added one).
+ */
+static int
+client_seen(RunState *run, const unsigned char *name, Py_ssize_t n)
+{
+    uint64_t want = fnv1a(name, n);
+    for (Py_ssize_t c = 0; c < run->hashed; c++)
+        if (run->client_hash[c] == want)
+            return 0;
+    Py_ssize_t nc = PyList_GET_SIZE(run->client_ids);
+    if (nc > 32)
+        nc = 32;
+    if (run->hashed > nc)
+        run->hashed = 0; /* the list was replaced by a shorter one: hash it again */
+    int seen = 0;
+    for (; run->hashed < nc; run->hashed++) {
+        PyObject *have = PyList_GET_ITEM(run->client_ids, run->hashed);
+        uint64_t h = PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND
+                         ? fnv1a(PyUnicode_1BYTE_DATA(have), PyUnicode_GET_LENGTH(have))
+                         : 0;
+        run->client_hash[run->hashed] = h;
+        seen |= h == want;
+    }
+    if (seen || PyList_GET_SIZE(run->client_ids) >= 32)
+        return 0;
+    PyObject *v = PyUnicode_New(n, 127);
+    if (v == NULL)
+        return -1;
+    memcpy(PyUnicode_1BYTE_DATA(v), name, n);
+    int err = PyList_Append(run->client_ids, v);
+    Py_DECREF(v);
+    if (err == 0 && run->hashed == nc && nc < 32)
+        run->client_hash[run->hashed++] = want;
+    return err;
+}
+
+/* runs.RunBuffer.add_line for an ASCII line: collectors get it as str (rare), the ring as bytes. */
+static int
+ring_line(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
+{
+    if (run->ncoll > 0) {
+        PyObject *text = ring_text(p, n, chars);
+        int rc = text == NULL ? -1 : collect_after(run, text);
+        Py_XDECREF(text);
+        if (rc < 0)
+            return -1;
+    }
+    if (n <= chars)
+        return ring_push(run, p, n, NULL, 0);
+    return ring_push(run, p, chars, (const unsigned char *)"\xe2\x80\xa6", 3); /* "…" */
 }
 
 
@@ -551,6 +704,11 @@ run_only:
 /* ------------------------------------------------------------------------------------ Kernel */
 
 typedef struct {
+    unsigned char id[13];
+    RunState *run; /* NULL: free slot */
+} RunSlot;
+
+typedef struct {
     PyObject_HEAD
     PyObject *runs;     /* OrderedDict run id -> RunBuffer */
     PyObject *systems;  /* dict source name -> RunBuffer */
@@ -567,6 +725,10 @@ typedef struct {
     double now;         /* NaN: times come from the lines */
     RunState **touched;
     Py_ssize_t ntouched, touched_cap;
+    /* Open runs by their 13-byte id (strong references): the per-line lookup reads one slot instead
+       of building a key str and probing Triage.runs. Triage.forget() drops a run that leaves. */
+    RunSlot *table;
+    Py_ssize_t tmask, tcount;
 } Kernel;
 
 static int
@@ -618,6 +780,8 @@ Kernel_traverse(Kernel *k, visitproc visit, void *arg)
     Py_VISIT(k->names);
     for (Py_ssize_t i = 0; i < k->ntouched; i++)
         Py_VISIT(k->touched[i]);
+    for (Py_ssize_t i = 0; k->table != NULL && i <= k->tmask; i++)
+        Py_VISIT(k->table[i].run);
     return 0;
 }
 
@@ -628,6 +792,9 @@ Kernel_clear(Kernel *k)
     for (Py_ssize_t i = 0; i < k->ntouched; i++)
         Py_CLEAR(k->touched[i]);
     k->ntouched = 0;
+    for (Py_ssize_t i = 0; k->table != NULL && i <= k->tmask; i++)
+        Py_CLEAR(k->table[i].run);
+    k->tcount = 0;
     Py_CLEAR(k->runs);
     Py_CLEAR(k->systems);
     Py_CLEAR(k->move_to_end);
@@ -641,6 +808,7 @@ Kernel_dealloc(Kernel *k)
     PyObject_GC_UnTrack(k);
     Kernel_clear(k);
     PyMem_Free(k->touched);
+    PyMem_Free(k->table);
     Py_TYPE(k)->tp_free((PyObject *)k);
 }
 
@@ -746,6 +914,92 @@ Kernel_release(Kernel *k, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static RunState *
+table_find(Kernel *k, const unsigned char *id, uint64_t h)
+{
+    if (k->table == NULL)
+        return NULL;
+    for (Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)k->tmask);; i = (i + 1) & k->tmask) {
+        RunSlot *s = &k->table[i];
+        if (s->run == NULL)
+            return NULL;
+        if (memcmp(s->id, id, 13) == 0)
+            return s->run;
+    }
+}
+
+static void
+table_put(RunSlot *table, Py_ssize_t mask, const unsigned char *id, RunState *run)
+{
+    Py_ssize_t i = (Py_ssize_t)(fnv1a(id, 13) & (uint64_t)mask);
+    while (table[i].run != NULL)
+        i = (i + 1) & mask;
+    memcpy(table[i].id, id, 13);
+    table[i].run = run;
+}
+
+/* Remember `run` under `id` (a new reference); the table stays at most half full. */
+static int
+table_add(Kernel *k, const unsigned char *id, RunState *run)
+{
+    if (k->table == NULL || (k->tcount + 1) * 2 > k->tmask + 1) {
+        Py_ssize_t size = k->table ? 2 * (k->tmask + 1) : 1024;
+        RunSlot *t = PyMem_Calloc(size, sizeof(RunSlot));
+        if (t == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; k->table != NULL && i <= k->tmask; i++)
+            if (k->table[i].run != NULL)
+                table_put(t, size - 1, k->table[i].id, k->table[i].run);
+        PyMem_Free(k->table);
+        k->table = t;
+        k->tmask = size - 1;
+    }
+    table_put(k->table, k->tmask, id, (RunState *)Py_NewRef(run));
+    k->tcount++;
+    return 0;
+}
+
+/* Forget `id` (linear probing: later slots of its cluster move back, so no tombstones). */
+static void
+table_remove(Kernel *k, const unsigned char *id)
+{
+    if (k->table == NULL)
+        return;
+    Py_ssize_t mask = k->tmask, i = (Py_ssize_t)(fnv1a(id, 13) & (uint64_t)mask);
+    while (k->table[i].run != NULL && memcmp(k->table[i].id, id, 13) != 0)
+        i = (i + 1) & mask;
+    RunState *gone = k->table[i].run;
+    if (gone == NULL)
+        return;
+    for (Py_ssize_t j = (i + 1) & mask; k->table[j].run != NULL; j = (j + 1) & mask) {
+        Py_ssize_t home = (Py_ssize_t)(fnv1a(k->table[j].id, 13) & (uint64_t)mask);
+        /* slot j may move to the hole at i when its home is not within (i, j] (cyclically) */
+        int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            k->table[i] = k->table[j];
+            i = j;
+        }
+    }
+    k->table[i].run = NULL;
+    k->tcount--;
+    Py_DECREF(gone);
+}
+
+/* forget(run_id): the run left Triage.runs; the kernel must not route lines to it any more. */
+static PyObject *
+Kernel_forget(Kernel *k, PyObject *key)
+{
+    if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "forget() takes a str");
+        return NULL;
+    }
+    if (PyUnicode_GET_LENGTH(key) == 13 && PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND)
+        table_remove(k, PyUnicode_1BYTE_DATA(key));
+    Py_RETURN_NONE;
+}
+
 static int
 touch(Kernel *k, RunState *run, Py_ssize_t i, double ts)
 {
@@ -809,11 +1063,6 @@ apply_times(Kernel *k, double *clock)
     return rc;
 }
 
-#define RUN_CACHE 64
-typedef struct {
-    unsigned char id[13];
-    PyObject *run; /* borrowed from Triage.runs */
-} RunCacheEntry;
 
 typedef struct {
     PyObject *obj;      /* the _SourceState, borrowed from k->sources */
@@ -887,19 +1136,88 @@ source_store(Source *s)
 }
 
 /*
- * scan(pos, clock) -> (pos, reason, clock, fast_lines)
+ * Lookahead. With thousands of open runs, each line's run (its table slot, the RunState, the ring's
+ * slot array and bytes) is rarely in cache, and each is found through the one before: four misses
+ * in a row per line. A few lines ahead of the one being processed, the scan parses heads, then
+ * finds runs, then touches their rings, so the memory loads of several lines overlap. The parsed
+ * head and the run found are kept for when the line's turn comes.
+ */
+#define AHEAD 16      /* lookahead entries (a power of two) */
+#define AHEAD_SLOT 12  /* lines ahead: parse the head, prefetch the run's table slot */
+#define AHEAD_RUN 8   /* lines ahead: find the run, prefetch it */
+#define AHEAD_RING 4  /* lines ahead: prefetch the ring slot and bytes the line will write */
+
+typedef struct {
+    Py_ssize_t line; /* the line this entry describes, or -1 */
+    int kind;        /* parse_head's result (HEAD_OTHER for lines not starting with "[") */
+    Head h;
+    uint64_t hash;   /* of the run id, for HEAD_RUN */
+    RunState *run;   /* borrowed from the table (it holds runs until the scan returns), or NULL */
+} Ahead;
+
+static inline void
+prefetch_lines(const void *p, int lines)
+{
+    for (int c = 0; c < lines; c++)
+        __builtin_prefetch((const char *)p + 64 * c, 1);
+}
+
+static inline void
+look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t *starts, const unsigned char *flags,
+           Py_ssize_t i, Py_ssize_t n)
+{
+    Py_ssize_t j = i + AHEAD_SLOT;
+    if (j < n) {
+        Ahead *a = &ahead[j & (AHEAD - 1)];
+        const unsigned char *p = data + starts[j];
+        Py_ssize_t len = starts[j + 1] - 1 - starts[j];
+        a->line = j;
+        a->kind = HEAD_OTHER;
+        a->run = NULL;
+        if (!flags[j] && len > 0 && p[0] == '[') {
+            a->kind = parse_head(p, len, &a->h);
+            if (a->kind == HEAD_RUN && k->table != NULL) {
+                a->hash = fnv1a(p + a->h.body + 1, 13);
+                __builtin_prefetch(&k->table[a->hash & (uint64_t)k->tmask]);
+            }
+        }
+    }
+    j = i + AHEAD_RUN;
+    if (j < n) {
+        Ahead *a = &ahead[j & (AHEAD - 1)];
+        if (a->line == j && a->kind == HEAD_RUN && k->table != NULL) {
+            a->run = table_find(k, data + starts[j] + a->h.body + 1, a->hash);
+            if (a->run != NULL)
+                prefetch_lines(a->run, 4);
+        }
+    }
+    j = i + AHEAD_RING;
+    if (j < n) {
+        Ahead *a = &ahead[j & (AHEAD - 1)];
+        RunState *r = a->line == j ? a->run : NULL;
+        if (r != NULL && r->buf != NULL && r->cap > 0) {
+            __builtin_prefetch(&r->loff[2 * r->head], 1);
+            prefetch_lines(r->buf + r->wp, 3);
+        }
+    }
+}
+
+/*
+ * scan(pos, clock, last_tick, every) -> (pos, reason, clock, fast_lines)
  *
  * Processes lines from `pos` until one needs Python: reason STOP_LINE (process that line in full),
  * STOP_EVENT (the line's source has an open event: finish it, then scan again from the same line),
- * or STOP_END. Times of the lines taken are applied before returning.
+ * STOP_TICK (the line before `pos`, taken, moved the clock `every` seconds past `last_tick`: tick,
+ * then scan on) or STOP_END. Times of the lines taken are applied before returning.
  */
 static PyObject *
 Kernel_scan(Kernel *k, PyObject *args)
 {
     Py_ssize_t pos;
-    double clock;
-    if (!PyArg_ParseTuple(args, "nd", &pos, &clock))
+    double clock, last_tick, every;
+    if (!PyArg_ParseTuple(args, "nddd", &pos, &clock, &last_tick, &every))
         return NULL;
+    double high = clock; /* the clock as the lines taken so far advance it */
     if (!k->have_data) {
         PyErr_SetString(PyExc_RuntimeError, "scan() before load()");
         return NULL;
@@ -912,8 +1230,6 @@ Kernel_scan(Kernel *k, PyObject *args)
     const double *tsv = k->have_ts ? k->ts.buf : NULL;
     const Py_ssize_t chars = k->chars;
     Source src = {NULL, NULL, NULL, 0, 0, 0};
-    RunCacheEntry cache[RUN_CACHE];
-    memset(cache, 0, sizeof cache);
     int cur = -1;
     int reason = STOP_END;
     Py_ssize_t fast = 0;
@@ -922,8 +1238,12 @@ Kernel_scan(Kernel *k, PyObject *args)
     /* At STOP_EVENT, Triage.process_line would have advanced the clock to the line's time before
        finishing the event (which takes its time from the clock when its line has none). */
     double stop_t = NAN;
+    Ahead ahead[AHEAD];
+    for (int a = 0; a < AHEAD; a++)
+        ahead[a].line = -1;
 
     for (; i < n; i++) {
+        look_ahead(k, ahead, data, starts, flags, i, n);
         if (flags[i] & (FLAG_FULL | FLAG_CAND)) {
             reason = STOP_LINE;
             break;
@@ -947,8 +1267,15 @@ Kernel_scan(Kernel *k, PyObject *args)
         }
         double ts = tsv ? tsv[i] : NAN;
         if (len > 0 && p[0] == '[') {
+            Ahead *seen = &ahead[i & (AHEAD - 1)];
             Head h;
-            if (parse_head(p, len, &h) != HEAD_RUN) {
+            if (seen->line == i) {
+                if (seen->kind != HEAD_RUN) {
+                    reason = STOP_LINE;
+                    break;
+                }
+                h = seen->h;
+            } else if (parse_head(p, len, &h) != HEAD_RUN) {
                 reason = STOP_LINE;
                 break;
             }
@@ -962,40 +1289,33 @@ Kernel_scan(Kernel *k, PyObject *args)
             Py_ssize_t bl = len - h.body;
             Py_ssize_t suffix = h.suffix - h.body, suffix_len = h.suffix_len;
             Py_ssize_t client = h.client - h.body, client_len = h.client_len;
-            /* Runs cannot leave Triage.runs during a scan: a lookup is remembered until it returns. */
-            unsigned h32 = 2166136261u;
-            for (int c = 1; c <= 13; c++)
-                h32 = (h32 ^ b[c]) * 16777619u;
-            RunCacheEntry *slot = &cache[h32 & (RUN_CACHE - 1)];
-            PyObject *found;
-            if (slot->run != NULL && memcmp(slot->id, b + 1, 13) == 0) {
-                found = slot->run;
-            } else {
+            RunState *run = seen->line == i && seen->run != NULL ? seen->run : table_find(k, b + 1, fnv1a(b + 1, 13));
+            if (run == NULL) {
                 PyObject *key = PyUnicode_New(13, 127);
                 if (key == NULL) {
                     failed = 1;
                     break;
                 }
                 memcpy(PyUnicode_1BYTE_DATA(key), b + 1, 13);
-                found = PyDict_GetItemWithError(k->runs, key);
+                PyObject *found = PyDict_GetItemWithError(k->runs, key);
                 Py_DECREF(key);
-                if (found != NULL) {
-                    memcpy(slot->id, b + 1, 13);
-                    slot->run = found;
+                if (found == NULL) {
+                    if (PyErr_Occurred())
+                        failed = 1;
+                    else
+                        reason = STOP_LINE; /* a new run (or one to reopen): Python creates it */
+                    break;
+                }
+                if (!PyObject_TypeCheck(found, &RunStateType)) {
+                    reason = STOP_LINE;
+                    break;
+                }
+                run = (RunState *)found;
+                if (table_add(k, b + 1, run) < 0) {
+                    failed = 1;
+                    break;
                 }
             }
-            if (found == NULL) {
-                if (PyErr_Occurred())
-                    failed = 1;
-                else
-                    reason = STOP_LINE; /* a new run (or one to reopen): Python creates it */
-                break;
-            }
-            if (!PyObject_TypeCheck(found, &RunStateType)) {
-                reason = STOP_LINE;
-                break;
-            }
-            RunState *run = (RunState *)found;
             if (!run->meta_settled && run->checked_lines < k->meta_lines) {
                 reason = STOP_LINE; /* run type / stream may still be announced */
                 break;
@@ -1005,8 +1325,7 @@ Kernel_scan(Kernel *k, PyObject *args)
                 stop_t = isnan(k->now) ? ts : k->now;
                 break;
             }
-            PyObject *text = ring_text(b, bl, chars);
-            if (text == NULL || run_add_line(run, text) < 0) {
+            if (ring_line(run, b, bl, chars) < 0) {
                 failed = 1;
                 break;
             }
@@ -1020,44 +1339,9 @@ Kernel_scan(Kernel *k, PyObject *args)
                 name = b + client;
                 name_len = client_len;
             }
-            if (name != NULL) {
-                Py_ssize_t nc = PyList_GET_SIZE(run->client_ids);
-                if (nc > 32)
-                    nc = 32;
-                if (run->hashed > nc)
-                    run->hashed = 0; /* the list was replaced by a shorter one: hash it again */
-                for (; run->hashed < nc; run->hashed++) {
-                    PyObject *have = PyList_GET_ITEM(run->client_ids, run->hashed);
-                    run->client_hash[run->hashed] =
-                        PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND
-                            ? fnv1a(PyUnicode_1BYTE_DATA(have), PyUnicode_GET_LENGTH(have))
-                            : 0;
-                }
-                uint32_t want = fnv1a(name, name_len);
-                int seen = 0;
-                for (Py_ssize_t c = 0; c < run->hashed && !seen; c++) {
-                    if (run->client_hash[c] != want)
-                        continue;
-                    PyObject *have = PyList_GET_ITEM(run->client_ids, c);
-                    seen = PyUnicode_Check(have) && PyUnicode_KIND(have) == PyUnicode_1BYTE_KIND &&
-                           PyUnicode_GET_LENGTH(have) == name_len &&
-                           memcmp(PyUnicode_1BYTE_DATA(have), name, name_len) == 0;
-                }
-                nc = PyList_GET_SIZE(run->client_ids);
-                if (!seen && nc < 32) {
-                    PyObject *v = PyUnicode_New(name_len, 127);
-                    if (v == NULL) {
-                        failed = 1;
-                        break;
-                    }
-                    memcpy(PyUnicode_1BYTE_DATA(v), name, name_len);
-                    int err = PyList_Append(run->client_ids, v);
-                    Py_DECREF(v);
-                    if (err < 0) {
-                        failed = 1;
-                        break;
-                    }
-                }
+            if (name != NULL && client_seen(run, name, name_len) < 0) {
+                failed = 1;
+                break;
             }
             run->lines++;
             run->checked_lines++;
@@ -1068,8 +1352,7 @@ Kernel_scan(Kernel *k, PyObject *args)
             Py_XSETREF(src.run, (PyObject *)Py_NewRef(run));
             src.in_traceback = 0;
             src.dirty = 1;
-            fast++;
-            continue;
+            goto taken;
         }
         /* Untagged: a continuation of the source's last event, or a head line of its system bucket. */
         if (src.in_traceback || (len > 0 && is_digit(p[0])) || starts_with(p, len, "Traceback (") ||
@@ -1113,8 +1396,7 @@ Kernel_scan(Kernel *k, PyObject *args)
             src.in_traceback = 0;
             src.dirty = 1;
         }
-        PyObject *text = ring_text(p, len, chars);
-        if (text == NULL || run_add_line(run, text) < 0) {
+        if (ring_line(run, p, len, chars) < 0) {
             failed = 1;
             break;
         }
@@ -1123,7 +1405,18 @@ Kernel_scan(Kernel *k, PyObject *args)
             failed = 1;
             break;
         }
+    taken:
         fast++;
+        /* Triage._maybe_tick after the line: the clock reached the next tick, so Python ticks (runs
+           may time out) before the next line, as it would feeding lines one by one. */
+        double t = isnan(k->now) ? ts : k->now;
+        if (!isnan(t) && t > high)
+            high = t;
+        if (high - last_tick >= every) {
+            i++;
+            reason = STOP_TICK;
+            break;
+        }
     }
     if (source_store(&src) < 0)
         failed = 1;
@@ -1137,10 +1430,12 @@ Kernel_scan(Kernel *k, PyObject *args)
 }
 
 static PyMethodDef Kernel_methods[] = {
+    {"forget", (PyCFunction)Kernel_forget, METH_O, "forget(run_id): the run left Triage.runs."},
     {"load", (PyCFunction)Kernel_load, METH_VARARGS,
      "load(data, index, flags, sources, names, source_of, ts, now): the batch to scan."},
     {"scan", (PyCFunction)Kernel_scan, METH_VARARGS,
-     "scan(pos, clock) -> (pos, reason, clock, fast_lines): take lines until one needs Python."},
+     "scan(pos, clock, last_tick, every) -> (pos, reason, clock, fast_lines): take lines until one needs "
+     "Python or the clock reaches the next tick."},
     {"release", (PyCFunction)Kernel_release, METH_NOARGS, "Drop the loaded batch."},
     {NULL}};
 

@@ -89,7 +89,7 @@ class _PyRunState:
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.key: str | None = None
-        self.collectors: list[ContextCollector] = []
+        self.collectors: tuple[ContextCollector, ...] = ()
         self.client_ids: list[str] = []
         self.is_system = False
         self.meta_settled = False
@@ -107,7 +107,7 @@ class _PyRunState:
                 c.after.append(text)
                 if len(c.after) < c.wanted:
                     keep.append(c)
-            self.collectors = keep
+            self.collectors = tuple(keep)
         self._ring.append(text)
 
 

@@ -39,7 +39,7 @@ _TICK_EVERY_S = 1.0
 _CHUNK = 2048  # records per fast-path chunk
 _NAN = float("nan")
 _MASK_CACHE = 4096
-_STOP_END, _STOP_LINE, _STOP_EVENT = 0, 1, 2  # why the kernel's scan returned (see _kernel.c)
+_STOP_END, _STOP_LINE, _STOP_EVENT, _STOP_TICK = 0, 1, 2, 3  # why the kernel's scan returned (_kernel.c)
 
 
 @dataclass(slots=True)
@@ -203,10 +203,13 @@ class Triage:
         pos = 0
         try:
             while True:
-                pos, reason, self.now, taken = kernel.scan(pos, self.now)
+                pos, reason, self.now, taken = kernel.scan(pos, self.now, self._last_tick, _TICK_EVERY_S)
                 self.lines_processed += taken
                 if reason == _STOP_END:
                     break
+                if reason == _STOP_TICK:
+                    self._maybe_tick(flushes)
+                    continue
                 if reason == _STOP_EVENT:
                     # The line would be taken, but its source's last event must be finished first.
                     src = sources[source_of[pos] if source_of is not None else 0]
@@ -301,7 +304,7 @@ class Triage:
             collector = ContextCollector(list(run.ring), text, wanted=self._after)
         run.add_line(text)
         if collector is not None and self._after:
-            run.collectors.append(collector)
+            run.collectors = (*run.collectors, collector)
         # A line without a match opens no event: nothing it could gather (frames) would be reported.
         src.event = Event(run=run, line=line, match=match, collector=collector) if match is not None else None
         src.run = run
@@ -469,7 +472,7 @@ class Triage:
     @staticmethod
     def _drop_collector(run: RunBuffer, collector: ContextCollector | None) -> None:
         if collector is not None and run.collectors:
-            run.collectors = [c for c in run.collectors if c is not collector]
+            run.collectors = tuple(c for c in run.collectors if c is not collector)
 
     def _finish_events_of(self, run: RunBuffer) -> list[RunFlush]:
         out: list[RunFlush] = []
@@ -486,6 +489,8 @@ class Triage:
             self._add_incomplete(run)
         flush = self._flush(run, reason, final=True)
         self.runs.pop(run.key, None)
+        if self._kernel is not None:
+            self._kernel.forget(run.key)
         if run.marker_seen:
             self._completed[run.key] = None
             self._completed.move_to_end(run.key)

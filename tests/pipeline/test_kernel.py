@@ -88,20 +88,22 @@ PREFIXES = [
 ]
 
 
-def _lines(seed: int, count: int) -> list[tuple[str, str, float | None]]:
+def _lines(
+    seed: int, count: int, runs: list[str] = RUNS, step: float = 0.02
+) -> list[tuple[str, str, float | None]]:
     """(text, source, envelope time) triples: interleaved runs, sources and every odd form above."""
     rng = random.Random(seed)
     out = []
     t = 1_762_157_700.0
     for i in range(count):
-        t += rng.random() * 0.02
+        t += rng.random() * step
         iso = f"2025-11-03T08:15:{i * 40 // count:02d}"
         n = rng.randint(0, 99999)
         prefix = rng.choice(PREFIXES).format(iso=iso)
         if rng.random() < 0.25:
             text = prefix + rng.choice(UNTAGGED).format(n=n)
         else:
-            run = rng.choice(RUNS)
+            run = rng.choice(runs)
             client = rng.choice(CLIENTS)
             suffix = f"-{client}" if client and rng.random() < 0.5 else ""
             msg = rng.choice(MESSAGES).format(n=n, s=rng.randint(1, 3))
@@ -168,7 +170,7 @@ def _batches(lines: list[tuple[str, str, float | None]], size: int) -> tuple[tup
         part = lines[i : i + size]
         names = sorted({s for _, s, _ in part})
         batch = LineBatch(
-            "\n".join(t for t, _, _ in part).encode("utf-8"),
+            "".join(f"{t}\n" for t, _, _ in part).encode("utf-8"),  # each line ended: the last may be empty
             names,
             bytes(names.index(s) for _, s, _ in part),
             array("d", [float("nan") if ts is None else ts for _, _, ts in part]),
@@ -187,6 +189,20 @@ def test_every_way_in_leaves_the_same_state(seed: int) -> None:
     assert expected[0][2], "the input leaves runs open"
     assert len(expected[1][0]) >= 10, "the input yields issues"
     for size in (8, 97, 1500):
+        assert _chunked(records, size) == expected, ("chunk", size)
+        assert _batches(lines, size) == expected, ("batch", size)
+
+
+def test_thousands_of_runs_closing_and_reopening_leave_the_same_state() -> None:
+    """Enough runs to grow the kernel's run table several times; envelope times step far enough for
+    grace and idle timeouts to close runs, and later lines reopen them (the kernel must forget a
+    closed run and route to the new one)."""
+    runs = [f"251103-{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}" for i in range(2000)]
+    lines = _lines(7, 12_000, runs=runs, step=0.6)
+    records = _records(lines)
+    expected = _one_by_one(records)
+    assert len(expected[0][1]) > 100, "runs were closed while lines still came"
+    for size in (97, 4000):
         assert _chunked(records, size) == expected, ("chunk", size)
         assert _batches(lines, size) == expected, ("batch", size)
 
@@ -214,3 +230,21 @@ def test_why_the_fast_path_is_off_is_told() -> None:
     config = load_config(None, {})
     config.parse.line_regex = r"^(?P<level>[A-Z]+) run=(?P<run>\S+) (?P<message>.*)$"
     assert "line_regex" in (Triage(config, default_patterns()).fast_path_off or "")
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 2, 5, 25])
+def test_the_byte_ring_keeps_what_a_bounded_deque_keeps(capacity: int) -> None:
+    """The C ring stores lines as UTF-8 in one circular buffer that grows: any str (non-ASCII,
+    lone surrogates, empty, long enough to force growth and wrap-around) comes back unchanged."""
+    from collections import deque
+
+    from stream_triage.pipeline._kernel import RunState
+
+    rng = random.Random(capacity)
+    pieces = ["a", "é", "🎉", "\ud800", "", "x" * 300, "[251103-081522] [A] [op] [INFO] line", "\x00\r\x1b"]
+    state, expected = RunState(capacity), deque(maxlen=capacity)
+    for i in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12 if i % 97 else 60)))
+        state.add_line(text)
+        expected.append(text)
+        assert state.ring == list(expected), i
