@@ -29,7 +29,7 @@ enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
  * free. With 10,000 open runs each line lands on a run that is not in cache, and every object the
  * append touches costs a cache miss; the fields a line touches sit together at the struct's start.
  */
-typedef struct {
+typedef struct RunState {
     PyObject_HEAD
     Py_ssize_t cap;      /* ring capacity in lines */
     Py_ssize_t head;     /* slot of the oldest line */
@@ -40,9 +40,9 @@ typedef struct {
     double last_activity;
     double first_ts;     /* NaN: None */
     double last_ts;
-    /* kernel scratch: last line of this run in the current scan, or -1 */
-    Py_ssize_t touched_idx;
-    double touched_ts;
+    /* neighbours in its RunOrder (borrowed: the order holds a reference to every run it links) */
+    struct RunState *older, *newer;
+    void *order; /* the RunOrder it is linked in, or NULL */
     char is_system;
     char meta_settled;
     unsigned char *buf;  /* the lines' bytes, circular */
@@ -106,7 +106,6 @@ RunState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->first_ts = self->last_ts = NAN;
     self->key = Py_NewRef(Py_None);
-    self->touched_idx = -1;
     return (PyObject *)self;
 }
 
@@ -399,6 +398,218 @@ static PyTypeObject RunStateType = {
     .tp_members = RunState_members,
     .tp_getset = RunState_getset,
     .tp_methods = RunState_methods,
+};
+
+/* ------------------------------------------------------------------------------------ RunOrder */
+
+/*
+ * Open runs by last activity, oldest first: a list threaded through the RunStates themselves. A
+ * move to the recent end rewrites a few pointers of the run and its neighbours, where an
+ * OrderedDict's move_to_end hashes the key and probes two tables, all cold with 10,000 runs.
+ */
+typedef struct {
+    PyObject_HEAD
+    RunState *oldest, *newest; /* each linked run holds one reference owned by the order */
+    Py_ssize_t count;
+} RunOrder;
+
+static PyTypeObject RunOrderType;
+
+static void
+order_unlink(RunOrder *o, RunState *r)
+{
+    if (r->older != NULL)
+        r->older->newer = r->newer;
+    else
+        o->oldest = r->newer;
+    if (r->newer != NULL)
+        r->newer->older = r->older;
+    else
+        o->newest = r->older;
+    r->older = r->newer = NULL;
+}
+
+/* Move `r` to the recent end (linking it, with a new reference, if it was not linked). */
+static inline void
+order_touch(RunOrder *o, RunState *r)
+{
+    if (o->newest == r)
+        return;
+    if (r->order != NULL) {
+        order_unlink(o, r);
+    } else {
+        Py_INCREF(r);
+        r->order = o;
+        o->count++;
+    }
+    r->older = o->newest;
+    r->newer = NULL;
+    if (o->newest != NULL)
+        o->newest->newer = r;
+    else
+        o->oldest = r;
+    o->newest = r;
+}
+
+static void
+order_remove(RunOrder *o, RunState *r)
+{
+    if (r->order == NULL)
+        return;
+    order_unlink(o, r);
+    r->order = NULL;
+    o->count--;
+    Py_DECREF(r);
+}
+
+static int
+RunOrder_traverse(RunOrder *o, visitproc visit, void *arg)
+{
+    for (RunState *r = o->oldest; r != NULL; r = r->newer)
+        Py_VISIT(r);
+    return 0;
+}
+
+static int
+RunOrder_clear(RunOrder *o)
+{
+    while (o->oldest != NULL)
+        order_remove(o, o->oldest);
+    return 0;
+}
+
+static void
+RunOrder_dealloc(RunOrder *o)
+{
+    PyObject_GC_UnTrack(o);
+    RunOrder_clear(o);
+    Py_TYPE(o)->tp_free((PyObject *)o);
+}
+
+static int
+check_run(PyObject *run)
+{
+    if (!PyObject_TypeCheck(run, &RunStateType)) {
+        PyErr_SetString(PyExc_TypeError, "expected a RunState");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+RunOrder_touch(RunOrder *o, PyObject *run)
+{
+    if (check_run(run) < 0)
+        return NULL;
+    RunState *r = (RunState *)run;
+    if (r->order != NULL && r->order != o)
+        return PyErr_Format(PyExc_ValueError, "the run belongs to another order");
+    order_touch(o, r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RunOrder_remove(RunOrder *o, PyObject *run)
+{
+    if (check_run(run) < 0)
+        return NULL;
+    RunState *r = (RunState *)run;
+    if (r->order != NULL && r->order != o)
+        return PyErr_Format(PyExc_ValueError, "the run belongs to another order");
+    order_remove(o, r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RunOrder_oldest(RunOrder *o, PyObject *unused)
+{
+    return Py_NewRef(o->oldest != NULL ? (PyObject *)o->oldest : Py_None);
+}
+
+static Py_ssize_t
+RunOrder_len(RunOrder *o)
+{
+    return o->count;
+}
+
+typedef struct {
+    PyObject_HEAD
+    RunOrder *order;
+    RunState *next; /* new reference, or NULL */
+} RunOrderIter;
+
+static PyTypeObject RunOrderIterType;
+
+static PyObject *
+RunOrder_iter(RunOrder *o)
+{
+    RunOrderIter *it = PyObject_GC_New(RunOrderIter, &RunOrderIterType);
+    if (it == NULL)
+        return NULL;
+    it->order = (RunOrder *)Py_NewRef(o);
+    it->next = (RunState *)Py_XNewRef(o->oldest);
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+/* A run removed while the iteration stands on it ends the iteration: callers collect, then remove. */
+static PyObject *
+RunOrderIter_next(RunOrderIter *it)
+{
+    RunState *r = it->next;
+    if (r == NULL)
+        return NULL;
+    it->next = r->order != NULL ? (RunState *)Py_XNewRef(r->newer) : NULL;
+    return (PyObject *)r;
+}
+
+static int
+RunOrderIter_traverse(RunOrderIter *it, visitproc visit, void *arg)
+{
+    Py_VISIT(it->order);
+    Py_VISIT(it->next);
+    return 0;
+}
+
+static void
+RunOrderIter_dealloc(RunOrderIter *it)
+{
+    PyObject_GC_UnTrack(it);
+    Py_XDECREF(it->order);
+    Py_XDECREF(it->next);
+    PyObject_GC_Del(it);
+}
+
+static PyTypeObject RunOrderIterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.RunOrderIterator",
+    .tp_basicsize = sizeof(RunOrderIter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)RunOrderIter_dealloc,
+    .tp_traverse = (traverseproc)RunOrderIter_traverse,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)RunOrderIter_next,
+};
+
+static PySequenceMethods RunOrder_as_sequence = {.sq_length = (lenfunc)RunOrder_len};
+
+static PyMethodDef RunOrder_methods[] = {
+    {"touch", (PyCFunction)RunOrder_touch, METH_O, "Move a run to the recent end (adding it if new)."},
+    {"remove", (PyCFunction)RunOrder_remove, METH_O, "Take a run out (no-op if it is not in)."},
+    {"oldest", (PyCFunction)RunOrder_oldest, METH_NOARGS, "The least recently active run, or None."},
+    {NULL}};
+
+static PyTypeObject RunOrderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.RunOrder",
+    .tp_doc = PyDoc_STR("Open runs by last activity, oldest first; iterating must not remove runs."),
+    .tp_basicsize = sizeof(RunOrder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)RunOrder_dealloc,
+    .tp_traverse = (traverseproc)RunOrder_traverse,
+    .tp_clear = (inquiry)RunOrder_clear,
+    .tp_iter = (getiterfunc)RunOrder_iter,
+    .tp_as_sequence = &RunOrder_as_sequence,
+    .tp_methods = RunOrder_methods,
 };
 
 /* ----------------------------------------------------------------------------------- helpers */
@@ -712,7 +923,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *runs;     /* OrderedDict run id -> RunBuffer */
     PyObject *systems;  /* dict source name -> RunBuffer */
-    PyObject *move_to_end;
+    RunOrder *order;    /* Triage's activity order of runs */
     Py_ssize_t chars;
     Py_ssize_t meta_lines;
     Py_ssize_t max_stack;
@@ -723,8 +934,6 @@ typedef struct {
     PyObject *sources;  /* list of _SourceState */
     PyObject *names;    /* list of source names */
     double now;         /* NaN: times come from the lines */
-    RunState **touched;
-    Py_ssize_t ntouched, touched_cap;
     /* Open runs by their 13-byte id (strong references): the per-line lookup reads one slot instead
        of building a key str and probing Triage.runs. Triage.forget() drops a run that leaves. */
     RunSlot *table;
@@ -774,12 +983,10 @@ Kernel_traverse(Kernel *k, visitproc visit, void *arg)
 {
     Py_VISIT(k->runs);
     Py_VISIT(k->systems);
-    Py_VISIT(k->move_to_end);
+    Py_VISIT(k->order);
     Py_VISIT(k->levels);
     Py_VISIT(k->sources);
     Py_VISIT(k->names);
-    for (Py_ssize_t i = 0; i < k->ntouched; i++)
-        Py_VISIT(k->touched[i]);
     for (Py_ssize_t i = 0; k->table != NULL && i <= k->tmask; i++)
         Py_VISIT(k->table[i].run);
     return 0;
@@ -789,15 +996,12 @@ static int
 Kernel_clear(Kernel *k)
 {
     kernel_release_buffers(k);
-    for (Py_ssize_t i = 0; i < k->ntouched; i++)
-        Py_CLEAR(k->touched[i]);
-    k->ntouched = 0;
     for (Py_ssize_t i = 0; k->table != NULL && i <= k->tmask; i++)
         Py_CLEAR(k->table[i].run);
     k->tcount = 0;
     Py_CLEAR(k->runs);
     Py_CLEAR(k->systems);
-    Py_CLEAR(k->move_to_end);
+    Py_CLEAR(k->order);
     Py_CLEAR(k->levels);
     return 0;
 }
@@ -807,7 +1011,6 @@ Kernel_dealloc(Kernel *k)
 {
     PyObject_GC_UnTrack(k);
     Kernel_clear(k);
-    PyMem_Free(k->touched);
     PyMem_Free(k->table);
     Py_TYPE(k)->tp_free((PyObject *)k);
 }
@@ -815,11 +1018,11 @@ Kernel_dealloc(Kernel *k)
 static int
 Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"runs", "systems", "chars", "meta_lines", "levels", "max_stack", NULL};
-    PyObject *runs, *systems, *levels;
+    static char *kwlist[] = {"runs", "order", "systems", "chars", "meta_lines", "levels", "max_stack", NULL};
+    PyObject *runs, *order, *systems, *levels;
     Py_ssize_t chars, meta_lines, max_stack;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!nnO!n", kwlist, &PyDict_Type, &runs, &PyDict_Type, &systems,
-                                     &chars, &meta_lines, &PyTuple_Type, &levels, &max_stack))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!nnO!n", kwlist, &PyDict_Type, &runs, &RunOrderType, &order,
+                                     &PyDict_Type, &systems, &chars, &meta_lines, &PyTuple_Type, &levels, &max_stack))
         return -1;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(levels); i++) {
         if (!PyBytes_Check(PyTuple_GET_ITEM(levels, i))) {
@@ -831,12 +1034,9 @@ Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "chars must be >= 0");
         return -1;
     }
-    PyObject *move = PyObject_GetAttrString(runs, "move_to_end");
-    if (move == NULL)
-        return -1;
     Py_XSETREF(k->runs, Py_NewRef(runs));
+    Py_XSETREF(k->order, (RunOrder *)Py_NewRef(order));
     Py_XSETREF(k->systems, Py_NewRef(systems));
-    Py_XSETREF(k->move_to_end, move);
     Py_XSETREF(k->levels, Py_NewRef(levels));
     k->chars = chars;
     k->meta_lines = meta_lines;
@@ -1000,69 +1200,25 @@ Kernel_forget(Kernel *k, PyObject *key)
     Py_RETURN_NONE;
 }
 
-static int
-touch(Kernel *k, RunState *run, Py_ssize_t i, double ts)
-{
-    if (run->touched_idx < 0) {
-        if (k->ntouched == k->touched_cap) {
-            Py_ssize_t cap = k->touched_cap ? k->touched_cap * 2 : 64;
-            RunState **t = PyMem_Realloc(k->touched, cap * sizeof(RunState *));
-            if (t == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            k->touched = t;
-            k->touched_cap = cap;
-        }
-        k->touched[k->ntouched++] = (RunState *)Py_NewRef(run);
-    }
-    run->touched_idx = i;
-    run->touched_ts = ts;
-    return 0;
-}
-
-static int
-by_touched_idx(const void *a, const void *b)
-{
-    Py_ssize_t x = (*(RunState *const *)a)->touched_idx, y = (*(RunState *const *)b)->touched_idx;
-    return (x > y) - (x < y);
-}
-
 /*
- * Triage._touch for every run touched since the last call, in order of each run's last line: the
- * pipeline clock advances, log times are recorded and runs move to the recent end of Triage.runs.
+ * Triage._touch for a line taken: the clock advances to the line's time, the run's log times and
+ * activity are recorded and it moves to the recent end of the activity order.
  */
-static int
-apply_times(Kernel *k, double *clock)
+static inline void
+settle(Kernel *k, RunState *run, double ts, double *clock)
 {
-    int rc = 0;
-    if (k->ntouched > 1)
-        qsort(k->touched, k->ntouched, sizeof(RunState *), by_touched_idx);
-    for (Py_ssize_t j = 0; j < k->ntouched; j++) {
-        RunState *run = k->touched[j];
-        double ts = run->touched_ts;
-        double t = isnan(k->now) ? ts : k->now;
-        if (!isnan(t) && t > *clock)
-            *clock = t;
-        if (!isnan(ts)) {
-            if (isnan(run->first_ts))
-                run->first_ts = ts;
-            run->last_ts = ts;
-        }
-        run->last_activity = *clock;
-        if (!run->is_system && rc == 0) {
-            PyObject *r = PyObject_CallOneArg(k->move_to_end, run->key);
-            if (r == NULL)
-                rc = -1;
-            Py_XDECREF(r);
-        }
-        run->touched_idx = -1;
-        Py_DECREF(run);
+    double t = isnan(k->now) ? ts : k->now;
+    if (!isnan(t) && t > *clock)
+        *clock = t;
+    run->last_activity = *clock;
+    if (!isnan(ts)) {
+        if (isnan(run->first_ts))
+            run->first_ts = ts;
+        run->last_ts = ts;
     }
-    k->ntouched = 0;
-    return rc;
+    if (!run->is_system)
+        order_touch(k->order, run);
 }
-
 
 typedef struct {
     PyObject *obj;      /* the _SourceState, borrowed from k->sources */
@@ -1197,7 +1353,7 @@ look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t 
         RunState *r = a->line == j ? a->run : NULL;
         if (r != NULL && r->buf != NULL && r->cap > 0) {
             __builtin_prefetch(&r->loff[2 * r->head], 1);
-            prefetch_lines(r->buf + r->wp, 3);
+            prefetch_lines(r->buf + r->wp, 1);
         }
     }
 }
@@ -1217,7 +1373,6 @@ Kernel_scan(Kernel *k, PyObject *args)
     double clock, last_tick, every;
     if (!PyArg_ParseTuple(args, "nddd", &pos, &clock, &last_tick, &every))
         return NULL;
-    double high = clock; /* the clock as the lines taken so far advance it */
     if (!k->have_data) {
         PyErr_SetString(PyExc_RuntimeError, "scan() before load()");
         return NULL;
@@ -1345,10 +1500,7 @@ Kernel_scan(Kernel *k, PyObject *args)
             }
             run->lines++;
             run->checked_lines++;
-            if (touch(k, run, i, ts) < 0) {
-                failed = 1;
-                break;
-            }
+            settle(k, run, ts, &clock);
             Py_XSETREF(src.run, (PyObject *)Py_NewRef(run));
             src.in_traceback = 0;
             src.dirty = 1;
@@ -1401,26 +1553,18 @@ Kernel_scan(Kernel *k, PyObject *args)
             break;
         }
         run->lines++;
-        if (touch(k, run, i, ts) < 0) {
-            failed = 1;
-            break;
-        }
+        settle(k, run, ts, &clock);
     taken:
         fast++;
         /* Triage._maybe_tick after the line: the clock reached the next tick, so Python ticks (runs
            may time out) before the next line, as it would feeding lines one by one. */
-        double t = isnan(k->now) ? ts : k->now;
-        if (!isnan(t) && t > high)
-            high = t;
-        if (high - last_tick >= every) {
+        if (clock - last_tick >= every) {
             i++;
             reason = STOP_TICK;
             break;
         }
     }
     if (source_store(&src) < 0)
-        failed = 1;
-    if (apply_times(k, &clock) < 0)
         failed = 1;
     if (!isnan(stop_t) && stop_t > clock)
         clock = stop_t;
@@ -1759,7 +1903,8 @@ static struct PyModuleDef kernel_module = {
 PyMODINIT_FUNC
 PyInit__kernel(void)
 {
-    if (PyType_Ready(&RunStateType) < 0 || PyType_Ready(&KernelType) < 0 || PyType_Ready(&HitSinkType) < 0)
+    if (PyType_Ready(&RunStateType) < 0 || PyType_Ready(&RunOrderType) < 0 || PyType_Ready(&RunOrderIterType) < 0 ||
+        PyType_Ready(&KernelType) < 0 || PyType_Ready(&HitSinkType) < 0)
         return NULL;
     str_after = PyUnicode_InternFromString("after");
     str_wanted = PyUnicode_InternFromString("wanted");
@@ -1776,6 +1921,7 @@ PyInit__kernel(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "RunState", (PyObject *)&RunStateType) < 0 ||
+        PyModule_AddObjectRef(m, "RunOrder", (PyObject *)&RunOrderType) < 0 ||
         PyModule_AddObjectRef(m, "Kernel", (PyObject *)&KernelType) < 0 ||
         PyModule_AddObjectRef(m, "HitSink", (PyObject *)&HitSinkType) < 0 ||
         PyModule_AddIntConstant(m, "FLAG_FULL", FLAG_FULL) < 0 ||

@@ -103,10 +103,12 @@ class FastPath:
         except ValueError:
             return None
 
-    def kernel(self, runs: dict, systems: dict, chars: int, meta_lines: int, max_stack: int) -> _kernel.Kernel:
-        """The C loop bound to one pipeline's runs and system buckets."""
+    def kernel(
+        self, runs: dict, order: object, systems: dict, chars: int, meta_lines: int, max_stack: int
+    ) -> _kernel.Kernel:
+        """The C loop bound to one pipeline's runs, their activity order and its system buckets."""
         assert _kernel is not None
-        return _kernel.Kernel(runs, systems, chars, meta_lines, self._levels, max_stack)
+        return _kernel.Kernel(runs, order, systems, chars, meta_lines, self._levels, max_stack)
 
     def classify(
         self, data: bytes, starts: memoryview

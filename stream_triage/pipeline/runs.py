@@ -7,7 +7,8 @@ by fixed caps.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from stream_triage.records import LogLine, Match, Severity
@@ -111,10 +112,39 @@ class _PyRunState:
         self._ring.append(text)
 
 
-try:  # the compiled kernel's version, which its per-line loop updates directly
-    from stream_triage.pipeline._kernel import RunState
+class _PyRunOrder:
+    """Pure-Python twin of ``_kernel.RunOrder``: open runs by last activity, oldest first."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[int, _PyRunState] = OrderedDict()
+
+    def touch(self, run: _PyRunState) -> None:
+        """Move a run to the recent end (adding it if new)."""
+        self._runs[id(run)] = run
+        self._runs.move_to_end(id(run))
+
+    def remove(self, run: _PyRunState) -> None:
+        """Take a run out (no-op if it is not in)."""
+        self._runs.pop(id(run), None)
+
+    def oldest(self) -> _PyRunState | None:
+        """The least recently active run, or None."""
+        return next(iter(self._runs.values()), None)
+
+    def __iter__(self) -> Iterator[_PyRunState]:
+        return iter(self._runs.values())
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+try:  # the compiled kernel's versions, which its per-line loop updates directly
+    from stream_triage.pipeline._kernel import RunOrder, RunState
 except ImportError:  # pragma: no cover - exercised only where the extension could not be built
     RunState = _PyRunState  # type: ignore[misc,assignment]
+    RunOrder = _PyRunOrder  # type: ignore[misc,assignment]
 
 
 class RunBuffer(RunState):  # type: ignore[misc,valid-type]

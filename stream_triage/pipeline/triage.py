@@ -29,6 +29,7 @@ from stream_triage.pipeline.runs import (
     Event,
     IssueAccumulator,
     RunBuffer,
+    RunOrder,
 )
 from stream_triage.pipeline.stacktrace import is_continuation, starts_traceback, top_app_frame, trace_lines
 from stream_triage.records import EndReason, Issue, LineBatch, LogLine, Match, RawRecord, RunFlush, RunSummary, Severity
@@ -109,10 +110,11 @@ class Triage:
         self._idle = f.idle_timeout_s
         self._periodic = f.system_flush_interval_s
         self._min_timeout = min(self._grace, self._idle)
-        self.runs: OrderedDict[str, RunBuffer] = OrderedDict()  # by last activity, oldest first
+        self.runs: dict[str, RunBuffer] = {}
+        self._order = RunOrder()  # the open runs by last activity, oldest first
         self.systems: dict[str, RunBuffer] = {}
         self._kernel = (
-            self._fast.kernel(self.runs, self.systems, self._chars, _METADATA_LINES, self._max_stack)
+            self._fast.kernel(self.runs, self._order, self.systems, self._chars, _METADATA_LINES, self._max_stack)
             if self._fast is not None
             else None
         )
@@ -327,7 +329,7 @@ class Triage:
         out: list[RunFlush] = []
         due: list[tuple[RunBuffer, EndReason]] = []
         # Oldest activity first: stop at the first run too recent to time out (no copy of every run).
-        for run in self.runs.values():
+        for run in self._order:
             quiet = now - run.last_activity
             if quiet < self._min_timeout:
                 break
@@ -346,7 +348,7 @@ class Triage:
     def flush_all(self, reason: EndReason) -> list[RunFlush]:
         """Flush every open run (end of input or shutdown). Runs idle past the timeout flush as idle."""
         out = self.tick(self.now)
-        for run in list(self.runs.values()):
+        for run in list(self._order):
             out.append(self._close(run, reason))
         for run in list(self.systems.values()):
             out.extend(self._finish_events_of(run))
@@ -358,6 +360,10 @@ class Triage:
     def fast_path_off(self) -> str | None:
         """Why every line takes the full path (``None``: the compiled fast path is on)."""
         return unavailable_reason(self.config, self._fast)
+
+    def runs_by_activity(self) -> list[RunBuffer]:
+        """The open runs, least recently active first."""
+        return list(self._order)
 
     @property
     def open_runs(self) -> int:
@@ -382,7 +388,7 @@ class Triage:
         run = self.runs.get(run_id)
         if run is None:
             if len(self.runs) >= self._max_runs:
-                oldest = next(iter(self.runs.values()))
+                oldest = self._order.oldest()
                 flushes.append(self._close(oldest, EndReason.EVICTED))
             run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now)
             if run_id in self._completed:
@@ -396,7 +402,7 @@ class Triage:
                 run.first_ts = ts
             run.last_ts = ts
         if not run.is_system:
-            self.runs.move_to_end(run.key)
+            self._order.touch(run)
 
     def _observe_metadata(self, run: RunBuffer, line: LogLine) -> None:
         run.checked_lines += 1
@@ -489,6 +495,7 @@ class Triage:
             self._add_incomplete(run)
         flush = self._flush(run, reason, final=True)
         self.runs.pop(run.key, None)
+        self._order.remove(run)
         if self._kernel is not None:
             self._kernel.forget(run.key)
         if run.marker_seen:

@@ -136,7 +136,7 @@ def _state(triage: Triage, flushes: list[RunFlush]) -> tuple:
     }
     open_runs = [
         (k, r.ring, r.lines, r.first_ts, r.last_ts, r.last_activity, r.client_ids, r.run_type, r.stream)
-        for k, r in triage.runs.items()
+        for k, r in ((r.key, r) for r in triage.runs_by_activity())
     ]
     systems = {k: (r.ring, r.lines, r.first_ts, r.last_ts, r.last_activity) for k, r in triage.systems.items()}
     return issues, runs, open_runs, systems, triage.now, triage.lines_processed
@@ -248,3 +248,31 @@ def test_the_byte_ring_keeps_what_a_bounded_deque_keeps(capacity: int) -> None:
         state.add_line(text)
         expected.append(text)
         assert state.ring == list(expected), i
+
+
+def test_the_run_order_matches_its_python_twin() -> None:
+    """touch / remove / oldest / iteration of the C activity list against the OrderedDict twin, and a
+    run linked in one order cannot be moved by another."""
+    from stream_triage.pipeline._kernel import RunOrder, RunState
+    from stream_triage.pipeline.runs import _PyRunOrder, _PyRunState
+
+    rng = random.Random(5)
+    c_runs, py_runs = [RunState(1) for _ in range(40)], [_PyRunState(1) for _ in range(40)]
+    c_order, py_order = RunOrder(), _PyRunOrder()
+    index = {id(r): i for i, r in enumerate(c_runs)} | {id(r): i for i, r in enumerate(py_runs)}
+    for step in range(5000):
+        i = rng.randrange(40)
+        if rng.random() < 0.8:
+            c_order.touch(c_runs[i])
+            py_order.touch(py_runs[i])
+        else:
+            c_order.remove(c_runs[i])
+            py_order.remove(py_runs[i])
+        assert [index[id(r)] for r in c_order] == [index[id(r)] for r in py_order], step
+        assert len(c_order) == len(py_order)
+        oldest_c, oldest_py = c_order.oldest(), py_order.oldest()
+        assert (oldest_c is None) == (oldest_py is None)
+        assert oldest_c is None or index[id(oldest_c)] == index[id(oldest_py)]
+    c_order.touch(c_runs[0])
+    with pytest.raises(ValueError, match="another order"):
+        RunOrder().touch(c_runs[0])
