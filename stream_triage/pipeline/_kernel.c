@@ -698,6 +698,26 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
     return i + 1;
 }
 
+/* An ESC, CR or NUL byte in p[:n]: eight bytes at a time. */
+static inline int
+has_esc_cr_nul(const unsigned char *p, Py_ssize_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    const uint64_t esc = ones * 0x1b, cr = ones * '\r';
+    Py_ssize_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint64_t w;
+        memcpy(&w, p + j, 8);
+        uint64_t e = w ^ esc, c = w ^ cr;
+        if ((((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
+            break; /* a candidate word: the byte loop below decides */
+    }
+    for (; j < n; j++)
+        if (p[j] == 0x1b || p[j] == '\r' || p[j] == 0)
+            return 1;
+    return 0;
+}
+
 /* No byte >= 0x80, ESC, CR or NUL: eight bytes at a time. */
 static inline int
 plain_ascii(const unsigned char *p, Py_ssize_t n)
@@ -835,6 +855,13 @@ typedef struct {
     double ts;            /* the prefix's time, or NaN */
 } Head;
 
+/* A line's head as messages() parsed it, handed to the kernel so it does not parse it again. */
+enum { HEAD_UNPARSED = -2 };
+typedef struct {
+    Head h;
+    int kind; /* parse_head's result, or HEAD_UNPARSED (an ESC, CR or NUL in the line) */
+} HeadRec;
+
 static int
 parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
 {
@@ -929,8 +956,8 @@ typedef struct {
     Py_ssize_t max_stack;
     PyObject *levels;   /* tuple of bytes: upper-case levels (and aliases) some pattern fires on */
     /* the loaded batch */
-    Py_buffer data, index, flags, source_of, ts;
-    int have_data, have_source_of, have_ts;
+    Py_buffer data, index, flags, source_of, ts, heads;
+    int have_data, have_source_of, have_ts, have_heads;
     PyObject *sources;  /* list of _SourceState */
     PyObject *names;    /* list of source names */
     double now;         /* NaN: times come from the lines */
@@ -973,6 +1000,10 @@ kernel_release_buffers(Kernel *k)
     if (k->have_ts) {
         PyBuffer_Release(&k->ts);
         k->have_ts = 0;
+    }
+    if (k->have_heads) {
+        PyBuffer_Release(&k->heads);
+        k->have_heads = 0;
     }
     Py_CLEAR(k->sources);
     Py_CLEAR(k->names);
@@ -1048,10 +1079,10 @@ Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
 static PyObject *
 Kernel_load(Kernel *k, PyObject *args)
 {
-    PyObject *data, *index, *flags, *sources, *names, *source_of, *ts;
+    PyObject *data, *index, *flags, *sources, *names, *source_of, *ts, *heads = Py_None;
     double now;
-    if (!PyArg_ParseTuple(args, "OOOO!O!OOd", &data, &index, &flags, &PyList_Type, &sources, &PyList_Type, &names,
-                          &source_of, &ts, &now))
+    if (!PyArg_ParseTuple(args, "OOOO!O!OOd|O", &data, &index, &flags, &PyList_Type, &sources, &PyList_Type, &names,
+                          &source_of, &ts, &now, &heads))
         return NULL;
     kernel_release_buffers(k);
     if (PyObject_GetBuffer(data, &k->data, PyBUF_SIMPLE) < 0)
@@ -1098,6 +1129,18 @@ Kernel_load(Kernel *k, PyObject *args)
         if (k->ts.len < n * (Py_ssize_t)sizeof(double)) {
             kernel_release_buffers(k);
             PyErr_SetString(PyExc_ValueError, "load(): ts is shorter than the lines");
+            return NULL;
+        }
+    }
+    if (heads != Py_None) {
+        if (PyObject_GetBuffer(heads, &k->heads, PyBUF_SIMPLE) < 0) {
+            kernel_release_buffers(k);
+            return NULL;
+        }
+        k->have_heads = 1;
+        if (k->heads.len != n * (Py_ssize_t)sizeof(HeadRec)) {
+            kernel_release_buffers(k);
+            PyErr_SetString(PyExc_ValueError, "load(): heads do not fit the lines");
             return NULL;
         }
     }
@@ -1318,9 +1361,20 @@ prefetch_lines(const void *p, int lines)
         __builtin_prefetch((const char *)p + 64 * c, 1);
 }
 
+/* The head of line j (starting "["): from messages() when it parsed it, else parsed here. */
+static inline int
+head_of(const HeadRec *heads, Py_ssize_t j, const unsigned char *p, Py_ssize_t len, Head *h)
+{
+    if (heads != NULL && heads[j].kind != HEAD_UNPARSED) {
+        *h = heads[j].h;
+        return heads[j].kind;
+    }
+    return parse_head(p, len, h);
+}
+
 static inline void
 look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t *starts, const unsigned char *flags,
-           Py_ssize_t i, Py_ssize_t n)
+           const HeadRec *heads, Py_ssize_t i, Py_ssize_t n)
 {
     Py_ssize_t j = i + AHEAD_SLOT;
     if (j < n) {
@@ -1331,7 +1385,7 @@ look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t 
         a->kind = HEAD_OTHER;
         a->run = NULL;
         if (!flags[j] && len > 0 && p[0] == '[') {
-            a->kind = parse_head(p, len, &a->h);
+            a->kind = head_of(heads, j, p, len, &a->h);
             if (a->kind == HEAD_RUN && k->table != NULL) {
                 a->hash = fnv1a(p + a->h.body + 1, 13);
                 __builtin_prefetch(&k->table[a->hash & (uint64_t)k->tmask]);
@@ -1383,6 +1437,7 @@ Kernel_scan(Kernel *k, PyObject *args)
     const unsigned char *flags = k->flags.buf;
     const unsigned char *source_of = k->have_source_of ? k->source_of.buf : NULL;
     const double *tsv = k->have_ts ? k->ts.buf : NULL;
+    const HeadRec *heads = k->have_heads ? k->heads.buf : NULL;
     const Py_ssize_t chars = k->chars;
     Source src = {NULL, NULL, NULL, 0, 0, 0};
     int cur = -1;
@@ -1398,7 +1453,7 @@ Kernel_scan(Kernel *k, PyObject *args)
         ahead[a].line = -1;
 
     for (; i < n; i++) {
-        look_ahead(k, ahead, data, starts, flags, i, n);
+        look_ahead(k, ahead, data, starts, flags, heads, i, n);
         if (flags[i] & (FLAG_FULL | FLAG_CAND)) {
             reason = STOP_LINE;
             break;
@@ -1430,7 +1485,7 @@ Kernel_scan(Kernel *k, PyObject *args)
                     break;
                 }
                 h = seen->h;
-            } else if (parse_head(p, len, &h) != HEAD_RUN) {
+            } else if (head_of(heads, i, p, len, &h) != HEAD_RUN) {
                 reason = STOP_LINE;
                 break;
             }
@@ -1647,8 +1702,10 @@ messages(PyObject *module, PyObject *args)
     PyObject *out = PyBytes_FromStringAndSize(NULL, data.len + n + 1);
     PyObject *mindex = PyBytes_FromStringAndSize(NULL, (n + 1) * sizeof(Py_ssize_t));
     PyObject *scanned = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *heads = PyBytes_FromStringAndSize(NULL, n * sizeof(HeadRec));
     PyObject *result = NULL;
-    if (out != NULL && mindex != NULL && scanned != NULL) {
+    if (out != NULL && mindex != NULL && scanned != NULL && heads != NULL) {
+        HeadRec *hr = (HeadRec *)PyBytes_AS_STRING(heads);
         const Py_ssize_t *starts = index.buf;
         unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
         Py_ssize_t *mstarts = (Py_ssize_t *)PyBytes_AS_STRING(mindex);
@@ -1659,12 +1716,13 @@ messages(PyObject *module, PyObject *args)
             Py_ssize_t s = starts[i], len = starts[i + 1] - 1 - s;
             mstarts[i] = w;
             ok[i] = 0;
-            if (s >= 0 && len >= 0 && s + len <= data.len && memchr(p + s, 0x1b, len) == NULL &&
-                memchr(p + s, '\r', len) == NULL && memchr(p + s, 0, len) == NULL) {
-                Head h;
-                if (parse_head(p + s, len, &h) != HEAD_OTHER) {
-                    memcpy(q + w, p + s + h.message, len - h.message);
-                    w += len - h.message;
+            hr[i].kind = HEAD_UNPARSED;
+            if (s >= 0 && len >= 0 && s + len <= data.len && !has_esc_cr_nul(p + s, len)) {
+                Head *h = &hr[i].h;
+                hr[i].kind = parse_head(p + s, len, h);
+                if (hr[i].kind != HEAD_OTHER) {
+                    memcpy(q + w, p + s + h->message, len - h->message);
+                    w += len - h->message;
                     ok[i] = 1;
                 }
             }
@@ -1672,8 +1730,9 @@ messages(PyObject *module, PyObject *args)
         }
         mstarts[n] = w;
         if (_PyBytes_Resize(&out, w) == 0)
-            result = PyTuple_Pack(3, out, mindex, scanned);
+            result = PyTuple_Pack(4, out, mindex, scanned, heads);
     }
+    Py_XDECREF(heads);
     Py_XDECREF(out);
     Py_XDECREF(mindex);
     Py_XDECREF(scanned);

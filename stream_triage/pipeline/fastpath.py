@@ -112,10 +112,10 @@ class FastPath:
 
     def classify(
         self, data: bytes, starts: memoryview
-    ) -> tuple[bytearray, dict[int, set[int]], dict[int, set[int]], bytes]:
+    ) -> tuple[bytearray, dict[int, set[int]], dict[int, set[int]], bytes, bytes]:
         """Flags per line (``FLAG_FULL``/``FLAG_CAND``), the patterns that may match each line's message
-        and those that do, and per line whether its message was scanned (only then are those all the
-        patterns that can match).
+        and those that do, per line whether its message was scanned (only then are those all the
+        patterns that can match), and the lines' parsed heads for ``Kernel.load``.
 
         ``starts`` holds each line's byte offset (and one past the end). The lines' messages are
         scanned one per line (see ``ChunkScanner``): a pattern matched exactly flags its line
@@ -125,7 +125,7 @@ class FastPath:
         """
         sink = self._sink
         sink.clear()
-        messages, index, scanned = _kernel.messages(data, starts)
+        messages, index, scanned, heads = _kernel.messages(data, starts)
         self._scanner.scan(messages, sink)
         flags, maybe, sure = _kernel.classify(sink, index, self._roles, self._patterns, self._exact)
         sink.clear()
@@ -135,7 +135,7 @@ class FastPath:
         matched: dict[int, set[int]] = {}
         for line, pattern in sure:
             matched.setdefault(line, set()).add(pattern)
-        return flags, candidates, matched, scanned
+        return flags, candidates, matched, scanned, heads
 
 
 def index_lines(data: bytes) -> memoryview:

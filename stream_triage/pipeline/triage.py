@@ -197,9 +197,9 @@ class Triage:
         count = len(starts) - 1
         if records is not None and count != len(records):  # a record with an embedded newline
             return self._slow(records, now)
-        flags, candidates, matched, scanned = fast.classify(data, starts)
+        flags, candidates, matched, scanned, heads = fast.classify(data, starts)
         sources = [self._source(name) for name in names]
-        kernel.load(data, starts, flags, sources, names, source_of, ts, _NAN if now is None else now)
+        kernel.load(data, starts, flags, sources, names, source_of, ts, _NAN if now is None else now, heads)
         flushes: list[RunFlush] = []
         parse, match, process_line = self._parse, self.patterns.match, self.process_line
         pos = 0

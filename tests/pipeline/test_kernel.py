@@ -254,6 +254,7 @@ def test_the_run_order_matches_its_python_twin() -> None:
     """touch / remove / oldest / iteration of the C activity list against the OrderedDict twin, and a
     run linked in one order cannot be moved by another."""
     from stream_triage.pipeline._kernel import RunOrder, RunState
+
     from stream_triage.pipeline.runs import _PyRunOrder, _PyRunState
 
     rng = random.Random(5)
