@@ -229,44 +229,60 @@ ring_str(const RunState *self, Py_ssize_t slot)
     return s;
 }
 
-/* Every collector still wanting lines gets `text` (a str, borrowed) in its `after` list. */
+/* Every collector still wanting lines gets `text` (a str, borrowed) in its `after` list; those that
+   have all they want leave the tuple (rebuilt only then). */
 static int
 collect_after(RunState *self, PyObject *text)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(self->collectors);
-    PyObject *keep = PyList_New(0);
-    if (keep == NULL)
+    PyObject *coll = Py_NewRef(self->collectors); /* held: attribute lookups run Python code */
+    Py_ssize_t n = PyTuple_GET_SIZE(coll), done = 0;
+    char stack[64];
+    char *full = n <= 64 ? stack : PyMem_Malloc(n);
+    if (full == NULL) {
+        Py_DECREF(coll);
+        PyErr_NoMemory();
         return -1;
+    }
+    int rc = -1;
+    PyObject *keep = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *c = PyTuple_GET_ITEM(self->collectors, i);
+        PyObject *c = PyTuple_GET_ITEM(coll, i);
         PyObject *after = PyObject_GetAttr(c, str_after);
         if (after == NULL)
-            goto fail;
+            goto out;
         int err = PyList_Append(after, text);
         Py_ssize_t have = err ? -1 : PyObject_Length(after);
         Py_DECREF(after);
         if (have < 0)
-            goto fail;
+            goto out;
         PyObject *wanted = PyObject_GetAttr(c, str_wanted);
         if (wanted == NULL)
-            goto fail;
+            goto out;
         Py_ssize_t want = PyNumber_AsSsize_t(wanted, PyExc_OverflowError);
         Py_DECREF(wanted);
         if (want == -1 && PyErr_Occurred())
-            goto fail;
-        if (have < want && PyList_Append(keep, c) < 0)
-            goto fail;
+            goto out;
+        full[i] = have >= want;
+        done += full[i];
     }
-    PyObject *t = PyList_AsTuple(keep);
-    Py_DECREF(keep);
-    if (t == NULL)
-        return -1;
-    Py_SETREF(self->collectors, t);
-    self->ncoll = PyTuple_GET_SIZE(t);
-    return 0;
-fail:
-    Py_DECREF(keep);
-    return -1;
+    rc = 0;
+    if (done == 0)
+        goto out;
+    keep = PyTuple_New(n - done);
+    if (keep == NULL) {
+        rc = -1;
+        goto out;
+    }
+    for (Py_ssize_t i = 0, k = 0; i < n; i++)
+        if (!full[i])
+            PyTuple_SET_ITEM(keep, k++, Py_NewRef(PyTuple_GET_ITEM(coll, i)));
+    Py_SETREF(self->collectors, keep);
+    self->ncoll = PyTuple_GET_SIZE(keep);
+out:
+    if (full != stack)
+        PyMem_Free(full);
+    Py_DECREF(coll);
+    return rc;
 }
 
 static PyObject *
