@@ -147,8 +147,12 @@ class Triage:
     def process_batch(self, batch: LineBatch, now: float | None = None) -> list[RunFlush]:
         """Feed a ``LineBatch``. Equivalent to feeding its records one by one, much faster."""
         if self._kernel is None:
-            return self._slow(batch.records(), now)
-        return self._scan(batch.data, batch.sources, batch.source_of, batch.ts, batch.first_position, None, now)
+            records = batch.records()
+            batch.lines = len(records)
+            return self._slow(records, now)
+        starts = index_lines(batch.data)
+        batch.lines = len(starts) - 1  # the file reader's next position needs it: no second count
+        return self._scan(batch.data, starts, batch.sources, batch.source_of, batch.ts, batch.first_position, None, now)
 
     def process_chunk(self, records: list[RawRecord], now: float | None = None) -> list[RunFlush]:
         """Feed a chunk of records. Equivalent to feeding them one by one, much faster."""
@@ -171,11 +175,12 @@ class Triage:
             names = names[:1]
         times = [r.ts for r in records]
         ts = None if times.count(None) == len(times) else array("d", [_NAN if t is None else t for t in times])
-        return self._scan(data, names, source_of, ts, 0, records, now)
+        return self._scan(data, index_lines(data), names, source_of, ts, 0, records, now)
 
     def _scan(
         self,
         data: bytes,
+        starts: memoryview,
         names: list[str],
         source_of: bytes | None,
         ts: array | None,
@@ -183,7 +188,7 @@ class Triage:
         records: list[RawRecord] | None,
         now: float | None,
     ) -> list[RunFlush]:
-        """Run the C loop over a batch; Python takes each line it stops at.
+        """Run the C loop over a batch (``starts``: its ``index_lines``); Python takes each line it stops at.
 
         One Hyperscan pass flags the lines any pattern, level or completion marker could concern. The
         kernel takes the rest — ordinary lines of open runs whose type and stream are known, and plain
@@ -191,7 +196,6 @@ class Triage:
         """
         fast, kernel = self._fast, self._kernel
         assert fast is not None and kernel is not None
-        starts = index_lines(data)
         count = len(starts) - 1
         if records is not None and count != len(records):  # a record with an embedded newline
             return self._slow(records, now)
