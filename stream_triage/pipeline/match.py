@@ -26,6 +26,7 @@ _ASCII = regex.compile(r"[\x00-\x7f]+")
 _NON_ASCII = regex.compile(r"[^\x00-\x7f]")
 _WORD_OR_SPACE = regex.compile(r"[\w\s]")
 _NAMES_CHARACTERS = regex.compile(r"[^\x00-\x7f]|\\[xuUNpPc0-7]")
+_MATCH_CACHE = 4096
 
 
 @dataclass(slots=True)
@@ -85,6 +86,7 @@ class PatternSet:
             set(self._always) | {i for i in self._text if _NAMES_CHARACTERS.search(self._compiled[i].spec.regex or "")}
         )
         self._hits: list[int] = []
+        self._matches: dict[tuple[int, ...], Match] = {}  # pattern indexes found → their Match
         # pattern id → searches cut off by the time limit (a pathological pattern on a hostile line).
         self.timeouts: dict[str, int] = {}
 
@@ -134,23 +136,30 @@ class PatternSet:
         caller already scanned a whole chunk; those in ``matched`` are known to match (an exact scan
         found them and not their ``unless``) and are not confirmed again.
         """
-        found: list[_Compiled] = []
+        compiled = self._compiled
+        found: list[int] = []
         for i in self.candidates(message) if candidates is None else candidates:
-            c = self._compiled[i]
-            if (matched is not None and i in matched) or self._confirm(c, message, level):
-                found.append(c)
+            if (matched is not None and i in matched) or self._confirm(compiled[i], message, level):
+                found.append(i)
         if level is not None:
             for i in self._by_level.get(level, ()):
-                c = self._compiled[i]
-                if level not in c.spec.not_levels:
-                    found.append(c)
+                if level not in compiled[i].spec.not_levels:
+                    found.append(i)
         if not found:
             return None
-        best = found[0]
-        for c in found[1:]:
-            if c.rank > best.rank:
-                best = c
-        return Match(best.spec.id, best.spec.severity, tuple(c.spec.id for c in found))
+        # Lines that match repeat the same few pattern combinations: a Match (immutable) per combination.
+        key = tuple(found)
+        result = self._matches.get(key)
+        if result is None:
+            best = compiled[found[0]]
+            for i in found[1:]:
+                if compiled[i].rank > best.rank:
+                    best = compiled[i]
+            result = Match(best.spec.id, best.spec.severity, tuple(compiled[i].spec.id for i in found))
+            if len(self._matches) >= _MATCH_CACHE:
+                self._matches.clear()
+            self._matches[key] = result
+        return result
 
     def _confirm(self, c: _Compiled, message: str, level: str | None) -> bool:
         spec = c.spec

@@ -123,6 +123,7 @@ class Triage:
         self.now = 0.0
         self._last_tick = 0.0
         self._masked: dict[tuple[str, str | None, str | None], str] = {}
+        self._fingerprints: dict[tuple[str, str | None, str | None], str] = {}
         self.lines_processed = 0
         self.lines_matched = 0
         # (severity, pattern id) → lines matched; read by the service for its metrics.
@@ -227,7 +228,11 @@ class Triage:
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.
                     sure = matched.get(pos)
-                    known = sorted(candidates.get(pos, set()).union(sure or ()))
+                    maybe = candidates.get(pos)
+                    if maybe is None:
+                        known = sorted(sure) if sure else []
+                    else:
+                        known = sorted(maybe.union(sure) if sure else maybe)
                     # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
                     if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
                         flags[pos] = 0
@@ -302,7 +307,7 @@ class Triage:
             self.lines_matched += 1
             key = (match.severity.value, match.pattern_id)
             self.match_counts[key] = self.match_counts.get(key, 0) + 1
-            collector = ContextCollector(list(run.ring), text, wanted=self._after)
+            collector = ContextCollector(run.ring, text, wanted=self._after)  # ``ring`` is a fresh copy
         run.add_line(text)
         if collector is not None and self._after:
             run.collectors.append(collector)
@@ -425,8 +430,8 @@ class Triage:
         if ev.match is None:
             return []
         run, line = ev.run, ev.line
-        trace = trace_lines(ev.trace)
-        service = top_app_frame(trace)
+        # Most events have no continuation lines: no trace, no frame.
+        service = top_app_frame(trace_lines(ev.trace)) if ev.trace else None
         message = self._redact(line.message.strip())
         key = (message, line.client, line.run_suffix)
         masked = self._masked.get(key)
@@ -436,7 +441,14 @@ class Triage:
             if len(self._masked) >= _MASK_CACHE:
                 self._masked.clear()
             self._masked[key] = masked
-        fp = fingerprint(masked, line.operation, service)
+        fp_key = (masked, line.operation, service)
+        fp = self._fingerprints.get(fp_key)
+        if fp is None:
+            # Occurrences of one issue share it: a dict lookup instead of a SHA-1 each.
+            fp = fingerprint(masked, line.operation, service)
+            if len(self._fingerprints) >= _MASK_CACHE:
+                self._fingerprints.clear()
+            self._fingerprints[fp_key] = fp
         ts = line.ts if line.ts is not None else (self.now or None)
         acc = run.issues.get(fp)
         if acc is not None:
@@ -447,7 +459,7 @@ class Triage:
             for pid in ev.match.pattern_ids:
                 if pid not in acc.pattern_ids:
                     acc.pattern_ids.append(pid)
-            if ev.match.severity.rank > acc.severity.rank:
+            if ev.match.severity is not acc.severity and ev.match.severity.rank > acc.severity.rank:
                 acc.severity, acc.match = ev.match.severity, ev.match
             self._drop_collector(run, ev.collector)
             return []
