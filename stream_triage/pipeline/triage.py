@@ -545,7 +545,8 @@ class Triage:
         accs = list(run.issues.values())
         # Every issue's context, redacted in one pass.
         contexts = [acc.collector.render() if acc.collector is not None else [] for acc in accs]
-        redacted = iter(redact.many([c for context in contexts for c in context]))
+        redacted = redact.many([c for context in contexts for c in context])
+        start = 0
         for acc, context in zip(accs, contexts, strict=True):
             line = acc.line
             trace = trace_lines(acc.trace)
@@ -564,7 +565,7 @@ class Triage:
                     operation=line.operation,
                     service=acc.service,
                     stack_trace=redact("\n".join(trace)),
-                    context=[next(redacted) for _ in context],
+                    context=redacted[start : start + len(context)],
                     first_seen=acc.first_seen,
                     last_seen=acc.last_seen,
                     occurrences=acc.occurrences,
@@ -574,6 +575,7 @@ class Triage:
                     stream=run.stream,
                 )
             )
+            start += len(context)
             run.counts[acc.severity.value] = run.counts.get(acc.severity.value, 0) + 1
             self._drop_collector(run, acc.collector)
         run.issues = {}
