@@ -73,7 +73,8 @@ class LineBatch:
     path. ``data`` holds the UTF-8 lines separated by ``\\n`` (a trailing newline is optional and an
     embedded one always separates lines). Line ``i`` comes from ``sources[source_of[i]]`` (all from
     ``sources[0]`` when ``source_of`` is ``None``), has envelope time ``ts[i]`` (NaN: none; ``ts``
-    ``None``: no line has one) and position ``first_position + i``.
+    ``None``: no line has one) and position ``first_position + i``. ``lines`` is the number of lines
+    once the pipeline has indexed them (``None`` before), so a reader need not count them again.
     """
 
     data: bytes
@@ -81,6 +82,7 @@ class LineBatch:
     source_of: bytes | None = None
     ts: array | None = None
     first_position: int = 1
+    lines: int | None = field(default=None, compare=False, repr=False)
 
     def records(self) -> list[RawRecord]:
         """The batch as one ``RawRecord`` per line (the slow, exact path)."""

@@ -29,8 +29,28 @@ _MASKS: list[tuple[re.Pattern[str], str]] = [
     # The client a message names ("failed for client Tom-Baker") on lines that carry no client tag.
     (re.compile(r"\b([Cc]lient[ :=]+[\"']?)[A-Z][A-Za-z]*(?:-[A-Z][A-Za-z]*)*\b"), r"\1<client>"),
 ]
-# The character (or text) each mask cannot match without, in the same order.
-_NEEDS = [":", ":", "-", "://", "@", "-", None, "-", None, None, None, None, "lient"]
+# What each mask cannot match without, in the same order: a substring, or a screen regex that finds
+# something every match has (``_DIGIT_COLON``, ``_LONG_TOKEN``: cheaper than the masks' own search).
+# The screens reason about ASCII classes, so on non-ASCII text they are skipped (the mask runs).
+_DIGIT_COLON = re.compile(r"\d:\d")  # "<ts>" and "<time>" hold \d\d:\d\d
+# A run of 10+ characters of [A-Za-z0-9_-] that holds a digit: every "<hex>" (12+ hex digits) and
+# "<tok>" match lies in one (their digit lookahead only crosses such characters).
+_LONG_TOKEN = re.compile(r"(?=[A-Za-z0-9_-]{10})[A-Za-z_-]*[0-9]")
+_NEEDS: list[str | re.Pattern[str] | None] = [
+    _DIGIT_COLON,
+    _DIGIT_COLON,
+    "-",
+    "://",
+    "@",
+    "-",
+    None,
+    "-",
+    "0x",  # case-insensitive: "0X" is checked too (see mask_message)
+    _LONG_TOKEN,
+    _LONG_TOKEN,
+    _LONG_TOKEN,
+    "lient",
+]
 _GUARDED = [(p, r, n) for (p, r), n in zip(_MASKS, _NEEDS, strict=True)]
 
 # A path with a query string: the values are request data, the path and parameter names the route.
@@ -50,7 +70,10 @@ _NUMBER_OR_STATUS = re.compile(
     r"(?i)\b(status(?: ?code)?|HTTP(?:/\d(?:\.\d)?)?|returned|responded with|code)(\s*[:=]?\s*)([1-5]\d\d)\b"
     r"|\d+(?:[.,]\d+)*"
 )
-_SPACE = re.compile(r"\s+")
+# The words the status alternative of ``_NUMBER_OR_STATUS`` starts with (lower case; on ASCII text
+# its case-insensitive match needs one of them in the lower-cased text).
+_STATUS_WORDS = ("code", "status", "http", "returned", "responded with")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def mask_message(message: str, names: Iterable[str] = ()) -> str:
@@ -65,16 +88,33 @@ def mask_message(message: str, names: Iterable[str] = ()) -> str:
             text = text.replace(name, "<client>")
             if "-" in name:
                 text = text.replace(name.replace("-", " "), "<client>")
+    ascii = text.isascii()
+    screened: re.Pattern[str] | None = None  # the last screen that found nothing in ``text``
     for pattern, placeholder, needs in _GUARDED:
-        # A mask whose required character is absent cannot match: skip the regex.
-        if needs is None or needs in text:
-            text = pattern.sub(placeholder, text)
+        # A mask whose required text is absent cannot match: skip the regex.
+        if needs is None:
+            pass
+        elif isinstance(needs, str):
+            if needs not in text and not (needs == "0x" and "0X" in text):
+                continue
+        elif ascii and (needs is screened or needs.search(text) is None):
+            screened = needs
+            continue
+        new = pattern.sub(placeholder, text)
+        if new != text:
+            text = new
+            screened = None
     if "?" in text:
         text = _QUERY.sub(_query, text)
     if "'" in text or '"' in text or "`" in text:
         text = _QUOTED.sub(_quoted, text)
-    text = _NUMBER_OR_STATUS.sub(_number_or_status, text)
-    return _SPACE.sub(" ", text).strip()
+    if text.isascii() and not any(word in text.lower() for word in _STATUS_WORDS):
+        # No status word: every number is masked (the status alternative cannot match).
+        text = _NUMBER.sub("<n>", text)
+    else:
+        text = _NUMBER_OR_STATUS.sub(_number_or_status, text)
+    # Runs of whitespace (str.isspace, as \s in a str pattern) become one space, ends trimmed.
+    return " ".join(text.split())
 
 
 def fingerprint(masked_message: str, operation: str | None, top_frame: str | None) -> str:

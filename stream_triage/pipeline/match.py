@@ -26,6 +26,7 @@ _ASCII = regex.compile(r"[\x00-\x7f]+")
 _NON_ASCII = regex.compile(r"[^\x00-\x7f]")
 _WORD_OR_SPACE = regex.compile(r"[\w\s]")
 _NAMES_CHARACTERS = regex.compile(r"[^\x00-\x7f]|\\[xuUNpPc0-7]")
+_MATCH_CACHE = 4096
 
 
 @dataclass(slots=True)
@@ -85,6 +86,7 @@ class PatternSet:
             set(self._always) | {i for i in self._text if _NAMES_CHARACTERS.search(self._compiled[i].spec.regex or "")}
         )
         self._hits: list[int] = []
+        self._matches: dict[tuple[int, ...], Match] = {}  # pattern indexes found → their Match
         # pattern id → searches cut off by the time limit (a pathological pattern on a hostile line).
         self.timeouts: dict[str, int] = {}
 
@@ -134,23 +136,30 @@ class PatternSet:
         caller already scanned a whole chunk; those in ``matched`` are known to match (an exact scan
         found them and not their ``unless``) and are not confirmed again.
         """
-        found: list[_Compiled] = []
+        compiled = self._compiled
+        found: list[int] = []
         for i in self.candidates(message) if candidates is None else candidates:
-            c = self._compiled[i]
-            if (matched is not None and i in matched) or self._confirm(c, message, level):
-                found.append(c)
+            if (matched is not None and i in matched) or self._confirm(compiled[i], message, level):
+                found.append(i)
         if level is not None:
             for i in self._by_level.get(level, ()):
-                c = self._compiled[i]
-                if level not in c.spec.not_levels:
-                    found.append(c)
+                if level not in compiled[i].spec.not_levels:
+                    found.append(i)
         if not found:
             return None
-        best = found[0]
-        for c in found[1:]:
-            if c.rank > best.rank:
-                best = c
-        return Match(best.spec.id, best.spec.severity, tuple(c.spec.id for c in found))
+        # Lines that match repeat the same few pattern combinations: a Match (immutable) per combination.
+        key = tuple(found)
+        result = self._matches.get(key)
+        if result is None:
+            best = compiled[found[0]]
+            for i in found[1:]:
+                if compiled[i].rank > best.rank:
+                    best = compiled[i]
+            result = Match(best.spec.id, best.spec.severity, tuple(compiled[i].spec.id for i in found))
+            if len(self._matches) >= _MATCH_CACHE:
+                self._matches.clear()
+            self._matches[key] = result
+        return result
 
     def _confirm(self, c: _Compiled, message: str, level: str | None) -> bool:
         spec = c.spec
@@ -200,24 +209,29 @@ def compile_taking(entries: list[tuple[bytes, int, int]]) -> tuple[object | None
     """One Hyperscan database of the ``(expression, id, flags)`` entries it takes, and the ids of those
     it rejects (syntax it lacks). Hyperscan names the first rejected expression in its error, so
     this costs one compile per rejected expression, not one per expression."""
-    assert _hs is not None
     entries = list(entries)
     rejected: list[int] = []
     while entries:
-        db = _hs.Database()
-        try:
-            db.compile(
-                expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries]
-            )
-        except Exception as exc:  # hyperscan.error "<message> (id:<index>)"
-            m = _REJECTED_ID.search(str(exc))
-            index = int(m.group(1)) if m is not None and int(m.group(1)) < len(entries) else None
-            if index is None:
-                index = next((i for i, e in enumerate(entries) if _try_compile([e]) is None), 0)
-            rejected.append(entries.pop(index)[1])
-            continue
-        return db, rejected
+        db, index = _compile_or_reject(entries)
+        if index is None:
+            return db, rejected
+        rejected.append(entries.pop(index)[1])
     return None, rejected
+
+
+def _compile_or_reject(entries: list[tuple[bytes, int, int]]) -> tuple[object | None, int | None]:
+    """A database of all ``entries``, or the position in ``entries`` of one that Hyperscan rejects."""
+    assert _hs is not None
+    db = _hs.Database()
+    try:
+        db.compile(expressions=[e[0] for e in entries], ids=[e[1] for e in entries], flags=[e[2] for e in entries])
+    except Exception as exc:  # hyperscan.error "<message> (id:<index>)"
+        m = _REJECTED_ID.search(str(exc))
+        index = int(m.group(1)) if m is not None and int(m.group(1)) < len(entries) else None
+        if index is None:
+            index = next((i for i, e in enumerate(entries) if _try_compile([e]) is None), 0)
+        return None, index
+    return db, None
 
 
 def _try_compile(entries: list[tuple[bytes, int, int]]) -> object | None:
@@ -250,37 +264,45 @@ class ChunkScanner:
     def __init__(self, expressions: list[tuple[str, bool, str]]) -> None:
         if _hs is None:
             raise ValueError("hyperscan is not installed")
-        exact: list[tuple[bytes, int, int] | None] = []
-        supersets: list[tuple[bytes, int, int]] = []
+        # One database: each expression in its exact form where it has one (plain flags), else as a
+        # superset (per-expression prefilter flag); a subset without an exact form is left out. One
+        # pass over the batch instead of one per kind of expression.
+        entries: list[tuple[bytes, int, int]] = []
+        supersets: dict[int, tuple[bytes, int, int]] = {}
+        exact = [False] * len(expressions)
         for i, (rx, caseless, mode) in enumerate(expressions):
             base = _hs.HS_FLAG_MULTILINE | (_hs.HS_FLAG_CASELESS if caseless else 0)
-            supersets.append((rx.encode("utf-8"), i, base | _hs.HS_FLAG_PREFILTER))
+            superset = (rx.encode("utf-8"), i, base | _hs.HS_FLAG_PREFILTER)
             single = single_line(rx) if mode != "superset" else None
-            exact.append((single.encode("utf-8"), i, base) if single is not None else None)
-        # Compile the exact forms together; those Hyperscan rejects fall back to their superset.
-        self._dbs: list[object] = []
-        db, rejected = compile_taking([e for e in exact if e is not None])
-        if db is not None:
-            self._dbs.append(db)
-        for i in rejected:
-            exact[i] = None
-        self.exact = [e is not None for e in exact]
-        # Supersets (and exact forms Hyperscan rejected) in a second database: prefilter mode.
-        rest = [
-            sup
-            for (_, _, mode), e, sup in zip(expressions, exact, supersets, strict=True)
-            if e is None and mode != "subset"
-        ]
-        if rest:
-            db, rejected = compile_taking(rest)
-            if rejected:
-                raise ValueError(f"hyperscan rejected an expression: {expressions[rejected[0]][0]!r}")
-            self._dbs.append(db)
+            if single is not None:
+                exact[i] = True
+                entries.append((single.encode("utf-8"), i, base))
+                if mode != "subset":
+                    supersets[i] = superset
+            elif mode != "subset":
+                entries.append(superset)
+        # An exact form Hyperscan rejects falls back to its superset (a subset is dropped); a rejected
+        # superset makes the fast path impossible. Each rejection costs one more compile.
+        db = None
+        while entries:
+            db, index = _compile_or_reject(entries)
+            if index is None:
+                break
+            i = entries[index][1]
+            if not exact[i]:
+                raise ValueError(f"hyperscan rejected an expression: {expressions[i][0]!r}")
+            exact[i] = False
+            if i in supersets:
+                entries[index] = supersets[i]
+            else:
+                del entries[index]
+        self._db = db
+        self.exact = exact
 
     def scan(self, data: bytes, on_hit: object) -> None:
         """Call ``on_hit(expression id, start, end, flags, context)`` for every hit in ``data``."""
-        for db in self._dbs:
-            db.scan(data, match_event_handler=on_hit)
+        if self._db is not None:
+            self._db.scan(data, match_event_handler=on_hit)
 
 
 # The \s of ``regex`` (which PatternSet uses) on ASCII text, without the newline.

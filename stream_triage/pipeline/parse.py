@@ -107,7 +107,7 @@ class LineParser:
                     body = text[m.end() :]
                     if ts is None:
                         ts = line_ts
-        line = LogLine(text=body, message=body, source=record.source, position=record.position, ts=ts)
+        line = LogLine(body, body, record.source, record.position, ts)  # positional: cheaper per line
         if self._bracket_only and body[:1] != "[":
             return line
         m = self._match(body)

@@ -125,6 +125,7 @@ class Triage:
         self.now = 0.0
         self._last_tick = 0.0
         self._masked: dict[tuple[str, str | None, str | None], str] = {}
+        self._fingerprints: dict[tuple[str, str | None, str | None], str] = {}
         self.lines_processed = 0
         self.lines_matched = 0
         # (severity, pattern id) → lines matched; read by the service for its metrics.
@@ -149,8 +150,12 @@ class Triage:
     def process_batch(self, batch: LineBatch, now: float | None = None) -> list[RunFlush]:
         """Feed a ``LineBatch``. Equivalent to feeding its records one by one, much faster."""
         if self._kernel is None:
-            return self._slow(batch.records(), now)
-        return self._scan(batch.data, batch.sources, batch.source_of, batch.ts, batch.first_position, None, now)
+            records = batch.records()
+            batch.lines = len(records)
+            return self._slow(records, now)
+        starts = index_lines(batch.data)
+        batch.lines = len(starts) - 1  # the file reader's next position needs it: no second count
+        return self._scan(batch.data, starts, batch.sources, batch.source_of, batch.ts, batch.first_position, None, now)
 
     def process_chunk(self, records: list[RawRecord], now: float | None = None) -> list[RunFlush]:
         """Feed a chunk of records. Equivalent to feeding them one by one, much faster."""
@@ -173,11 +178,12 @@ class Triage:
             names = names[:1]
         times = [r.ts for r in records]
         ts = None if times.count(None) == len(times) else array("d", [_NAN if t is None else t for t in times])
-        return self._scan(data, names, source_of, ts, 0, records, now)
+        return self._scan(data, index_lines(data), names, source_of, ts, 0, records, now)
 
     def _scan(
         self,
         data: bytes,
+        starts: memoryview,
         names: list[str],
         source_of: bytes | None,
         ts: array | None,
@@ -185,7 +191,7 @@ class Triage:
         records: list[RawRecord] | None,
         now: float | None,
     ) -> list[RunFlush]:
-        """Run the C loop over a batch; Python takes each line it stops at.
+        """Run the C loop over a batch (``starts``: its ``index_lines``); Python takes each line it stops at.
 
         One Hyperscan pass flags the lines any pattern, level or completion marker could concern. The
         kernel takes the rest — ordinary lines of open runs whose type and stream are known, and plain
@@ -193,7 +199,6 @@ class Triage:
         """
         fast, kernel = self._fast, self._kernel
         assert fast is not None and kernel is not None
-        starts = index_lines(data)
         count = len(starts) - 1
         if records is not None and count != len(records):  # a record with an embedded newline
             return self._slow(records, now)
@@ -228,7 +233,11 @@ class Triage:
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.
                     sure = matched.get(pos)
-                    known = sorted(candidates.get(pos, set()).union(sure or ()))
+                    maybe = candidates.get(pos)
+                    if maybe is None:
+                        known = sorted(sure) if sure else []
+                    else:
+                        known = sorted(maybe.union(sure) if sure else maybe)
                     # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
                     if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
                         flags[pos] = 0
@@ -303,7 +312,7 @@ class Triage:
             self.lines_matched += 1
             key = (match.severity.value, match.pattern_id)
             self.match_counts[key] = self.match_counts.get(key, 0) + 1
-            collector = ContextCollector(list(run.ring), text, wanted=self._after)
+            collector = ContextCollector(run.ring, text, wanted=self._after)  # ``ring`` is a fresh copy
         run.add_line(text)
         if collector is not None and self._after:
             run.collectors = (*run.collectors, collector)
@@ -430,8 +439,8 @@ class Triage:
         if ev.match is None:
             return []
         run, line = ev.run, ev.line
-        trace = trace_lines(ev.trace)
-        service = top_app_frame(trace)
+        # Most events have no continuation lines: no trace, no frame.
+        service = top_app_frame(trace_lines(ev.trace)) if ev.trace else None
         message = self._redact(line.message.strip())
         key = (message, line.client, line.run_suffix)
         masked = self._masked.get(key)
@@ -441,7 +450,14 @@ class Triage:
             if len(self._masked) >= _MASK_CACHE:
                 self._masked.clear()
             self._masked[key] = masked
-        fp = fingerprint(masked, line.operation, service)
+        fp_key = (masked, line.operation, service)
+        fp = self._fingerprints.get(fp_key)
+        if fp is None:
+            # Occurrences of one issue share it: a dict lookup instead of a SHA-1 each.
+            fp = fingerprint(masked, line.operation, service)
+            if len(self._fingerprints) >= _MASK_CACHE:
+                self._fingerprints.clear()
+            self._fingerprints[fp_key] = fp
         ts = line.ts if line.ts is not None else (self.now or None)
         acc = run.issues.get(fp)
         if acc is not None:
@@ -452,7 +468,7 @@ class Triage:
             for pid in ev.match.pattern_ids:
                 if pid not in acc.pattern_ids:
                     acc.pattern_ids.append(pid)
-            if ev.match.severity.rank > acc.severity.rank:
+            if ev.match.severity is not acc.severity and ev.match.severity.rank > acc.severity.rank:
                 acc.severity, acc.match = ev.match.severity, ev.match
             self._drop_collector(run, ev.collector)
             return []
@@ -541,7 +557,8 @@ class Triage:
         accs = list(run.issues.values())
         # Every issue's context, redacted in one pass.
         contexts = [acc.collector.render() if acc.collector is not None else [] for acc in accs]
-        redacted = iter(redact.many([c for context in contexts for c in context]))
+        redacted = redact.many([c for context in contexts for c in context])
+        start = 0
         for acc, context in zip(accs, contexts, strict=True):
             line = acc.line
             trace = trace_lines(acc.trace)
@@ -560,7 +577,7 @@ class Triage:
                     operation=line.operation,
                     service=acc.service,
                     stack_trace=redact("\n".join(trace)),
-                    context=[next(redacted) for _ in context],
+                    context=redacted[start : start + len(context)],
                     first_seen=acc.first_seen,
                     last_seen=acc.last_seen,
                     occurrences=acc.occurrences,
@@ -570,6 +587,7 @@ class Triage:
                     stream=run.stream,
                 )
             )
+            start += len(context)
             run.counts[acc.severity.value] = run.counts.get(acc.severity.value, 0) + 1
             self._drop_collector(run, acc.collector)
         run.issues = {}

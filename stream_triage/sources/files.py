@@ -86,27 +86,52 @@ def read_stream(
 
 
 def _plain_batches(head: bytes, fh: BinaryIO, name: str, position: Position) -> Iterator[LineBatch]:
-    """Plain text in blocks cut after a newline; positions count lines as ``_plain`` does."""
+    """Plain text in blocks cut after a newline; positions count lines as ``_plain`` does.
+
+    A batch holds everything up to the last newline read so far (as ``pending + block`` cut there).
+    Each block is copied once, into its batch; a block read whole up to a newline is not copied.
+    """
     pending = head
-    while True:
-        block = fh.read(BATCH_BYTES)
-        if not block:
-            if pending:
-                yield _batch(pending, name, position)
-            return
-        data = pending + block if pending else block
-        cut = data.rfind(b"\n")
-        if cut < 0:  # one line longer than a block: keep reading
-            pending = data
-            continue
-        pending = data[cut + 1 :]
-        yield _batch(data[: cut + 1] if pending else data, name, position)
+    last: LineBatch | None = None  # its lines are counted only when the next position is needed
+    try:
+        while True:
+            block = fh.read(BATCH_BYTES)
+            if not block:
+                if pending:
+                    position.value = _settled(last, position.value)
+                    last = LineBatch(pending, [name], first_position=position.value + 1)
+                    yield last
+                return
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                cut = pending.rfind(b"\n")  # only the lead lines before the first block hold one
+                if cut < 0:  # one line longer than a block: keep reading
+                    pending += block
+                    continue
+                data, pending = pending[: cut + 1], pending[cut + 1 :] + block
+            elif cut == len(block) - 1:
+                data = pending + block if pending else block
+                pending = b""
+            else:
+                data = b"".join((pending, memoryview(block)[: cut + 1]))
+                pending = block[cut + 1 :]
+            position.value = _settled(last, position.value)
+            last = LineBatch(data, [name], first_position=position.value + 1)
+            yield last
+    finally:
+        position.value = _settled(last, position.value)
 
 
-def _batch(data: bytes, name: str, position: Position) -> LineBatch:
-    batch = LineBatch(data, [name], first_position=position.value + 1)
-    position.value += data.count(b"\n") + (not data.endswith(b"\n"))
-    return batch
+def _settled(batch: LineBatch | None, value: int) -> int:
+    """The position after ``batch`` (which starts at ``value + 1``): its line count, as the pipeline
+    recorded it when it indexed the batch, else counted here (a consumer that has not processed it)."""
+    if batch is None:
+        return value
+    lines = batch.lines
+    if lines is None:
+        data = batch.data
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    return value + lines
 
 
 def _chain(lead: list[bytes], fh: BinaryIO) -> Iterator[bytes]:
