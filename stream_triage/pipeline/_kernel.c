@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FLAG_FULL = 1, FLAG_CAND = 2 };
+enum { FLAG_FULL = 1, FLAG_CAND = 2, FLAG_MARKER = 4 };
 enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
 
 /* ------------------------------------------------------------------------------------ RunState */
@@ -1914,8 +1914,8 @@ classify(PyObject *module, PyObject *args)
         Py_ssize_t line = line_of(starts, n, hit.end - 1);
         unsigned long long key = ((unsigned long long)line << 16) | pat[hit.id];
         switch (role[hit.id]) {
-        case ROLE_FULL:
-            fl[line] |= FLAG_FULL;
+        case ROLE_FULL: /* a completion marker may be in the line */
+            fl[line] |= FLAG_FULL | FLAG_MARKER;
             break;
         case ROLE_PATTERN:
             if (ex[hit.id]) {

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - exercised only where the extension cou
 
 FLAG_FULL = 1  # the line takes the full path
 FLAG_CAND = 2  # some patterns may match: confirm them first
+FLAG_MARKER = 4  # a completion marker may be in the message (with FLAG_FULL)
 
 
 def unavailable_reason(config: Config, fast: FastPath | None) -> str | None:

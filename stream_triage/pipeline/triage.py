@@ -18,7 +18,7 @@ import regex
 
 from stream_triage.config import Config
 from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
-from stream_triage.pipeline.fastpath import FLAG_CAND, FastPath, index_lines, unavailable_reason
+from stream_triage.pipeline.fastpath import FLAG_CAND, FLAG_MARKER, FastPath, index_lines, unavailable_reason
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.match import PatternSet
 from stream_triage.pipeline.parse import LineParser
@@ -229,7 +229,7 @@ class Triage:
                 else:
                     record = _record_at(data, starts, pos, names, source_of, ts, first_position)
                 line = parse(record)
-                known = sure = None
+                known = sure = marker = None
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.
                     sure = matched.get(pos)
@@ -242,7 +242,8 @@ class Triage:
                     if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
                         flags[pos] = 0
                         continue
-                out = process_line(line, now, known, sure)
+                    marker = bool(flags[pos] & FLAG_MARKER)
+                out = process_line(line, now, known, sure, marker)
                 if out:
                     flushes.extend(out)
                 pos += 1
@@ -271,9 +272,11 @@ class Triage:
         now: float | None = None,
         candidates: list[int] | None = None,
         matched: set[int] | None = None,
+        marker: bool | None = None,
     ) -> list[RunFlush]:
         """Feed one parsed line. ``candidates``: the only patterns that can match its message, when a
-        scan of its batch already found them; ``matched``: those of them known to match."""
+        scan of its batch already found them; ``matched``: those of them known to match; ``marker``:
+        whether that scan found a completion marker may be in it (``None``: not known)."""
         self.lines_processed += 1
         t = now if now is not None else line.ts
         if t is not None and t > self.now:
@@ -320,7 +323,7 @@ class Triage:
         src.event = Event(run=run, line=line, match=match, collector=collector) if match is not None else None
         src.run = run
         src.in_traceback = starts_traceback(line.text)
-        if not run.is_system and line.run_id is not None and self._is_marker(line.message):
+        if not run.is_system and line.run_id is not None and marker is not False and self._is_marker(line.message):
             # Every source's open event of this run is complete now (several instances, or syslog
             # and the drain, can log one run), not just this source's.
             flushes.extend(self._finish_events_of(run))
