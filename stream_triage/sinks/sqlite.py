@@ -158,6 +158,9 @@ class IssueStore:
         """Merge a batch of flushes in one transaction; queue each change for the outbox sinks."""
         now = time.time() if now is None else now
         changes: list[IssueChange] = []
+        # A batch often carries one fingerprint many times (one per run): each is read once, merged
+        # in memory and written once. Every column written comes out as it would merging row by row.
+        merged: dict[str, tuple[StoredIssue, bool]] = {}
         try:
             with self._transaction():
                 for flush in flushes:
@@ -175,10 +178,15 @@ class IssueStore:
                                     "WHERE fingerprint=? AND run_id=?",
                                     (issue.occurrences, issue.fingerprint, issue.run_id),
                                 )
-                        # The merge needs no run list (Runs Affected is a stored count): skip loading it.
-                        existing = self._get(issue.fingerprint, with_run_ids=False)
+                        held = merged.get(issue.fingerprint)
+                        if held is None:
+                            # The merge needs no run list (Runs Affected is a stored count): not loaded.
+                            existing = self._get(issue.fingerprint, with_run_ids=False)
+                            created = existing is None
+                        else:
+                            existing, created = held
                         stored, kind = merge_issue(existing, issue, new_run)
-                        self._put(stored, now, created=existing is None)
+                        merged[stored.fingerprint] = (stored, created)
                         change = IssueChange(stored.fingerprint, kind, stored.severity, stored.status)
                         changes.append(change)
                         for sink in self.outbox_sinks:
@@ -188,6 +196,8 @@ class IssueStore:
                             )
                     if flush.run.run_id is not None:
                         self._put_run(flush.run, now)
+                for stored, created in merged.values():
+                    self._put(stored, now, created)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to issue store {self.path}: {exc}") from exc
         return changes

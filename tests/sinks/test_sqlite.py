@@ -284,3 +284,31 @@ def test_empty_flush_records_the_run_only(store: IssueStore) -> None:
     assert store.apply(flushes) == []
     assert store.runs()[0]["ended"] == "marker"
     assert store.list_issues() == []
+
+
+def test_one_batch_stores_what_flush_by_flush_stores(tmp_path: Path) -> None:
+    """apply() merges a fingerprint seen several times in one batch in memory: the rows (issues,
+    runs, per-run counts, outbox) equal those of applying the same flushes one at a time, a FIXED
+    issue regressing included."""
+    flushes = []
+    for day in range(6):
+        run = f"2511{day + 3:02d}-081522"
+        flushes += replay(run_lines(run, ["Ann-Lee", "Bo-Chen"][day % 2], f"rec{day:014d}"), start=T0 + day * 86400)
+    stores = [IssueStore(tmp_path / f"{name}.db", outbox_sinks=["airtable"]) for name in ("batch", "single")]
+    try:
+        for s in stores:
+            s.apply(flushes[:2], now=T0)
+            s.set_status(unknown_field(s).fingerprint, Status.FIXED, now=T0)
+        batch, single = stores
+        batch.apply(flushes[2:], now=T0)
+        for flush in flushes[2:]:
+            single.apply([flush], now=T0)
+        assert unknown_field(batch).status is Status.REGRESSED
+        for table in ("issues", "issue_runs", "runs", "outbox"):
+            rows = [
+                sorted(map(tuple, s.connection.execute(f"SELECT * FROM {table}").fetchall()), key=repr) for s in stores
+            ]
+            assert rows[0] == rows[1], table
+    finally:
+        for s in stores:
+            s.close()
