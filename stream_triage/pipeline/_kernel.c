@@ -3,12 +3,14 @@
  *
  * Python (triage.py) decides everything about lines that may matter — pattern hits, levels,
  * completion markers, new runs, run metadata, stack traces — and this kernel does the same work as
- * Triage.process_line for every other line, without creating a Python object per line beyond the
- * string that goes into the ring. It stops at the first line it cannot take and tells Python why;
- * Python handles that line and calls it again. The rules it applies mirror parse.LineParser and
- * Triage.process_line exactly; tests/pipeline/test_kernel.py compares the two on hostile input.
+ * Triage.process_line for every other line, without creating a Python object per line: the line's
+ * bytes are copied into its run's ring. It stops at the first line it cannot take and tells Python
+ * why; Python handles that line and calls it again. The rules it applies mirror parse.LineParser
+ * and Triage.process_line exactly; tests/pipeline/test_kernel.py compares the two on hostile input.
  *
  * RunState is the C half of runs.RunBuffer: the ring, the counters and the times the loop touches.
+ * RunOrder is the open runs' activity order, a list threaded through the RunStates. The Kernel finds
+ * runs through its own table by run id and looks a few lines ahead to overlap their cache misses.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -503,24 +505,28 @@ RunOrder_dealloc(RunOrder *o)
     Py_TYPE(o)->tp_free((PyObject *)o);
 }
 
-static int
-check_run(PyObject *run)
+/* `run` as a RunState this order may move, or NULL with an exception set. */
+static RunState *
+own_run(RunOrder *o, PyObject *run)
 {
     if (!PyObject_TypeCheck(run, &RunStateType)) {
         PyErr_SetString(PyExc_TypeError, "expected a RunState");
-        return -1;
+        return NULL;
     }
-    return 0;
+    RunState *r = (RunState *)run;
+    if (r->order != NULL && r->order != o) {
+        PyErr_SetString(PyExc_ValueError, "the run belongs to another order");
+        return NULL;
+    }
+    return r;
 }
 
 static PyObject *
 RunOrder_touch(RunOrder *o, PyObject *run)
 {
-    if (check_run(run) < 0)
+    RunState *r = own_run(o, run);
+    if (r == NULL)
         return NULL;
-    RunState *r = (RunState *)run;
-    if (r->order != NULL && r->order != o)
-        return PyErr_Format(PyExc_ValueError, "the run belongs to another order");
     order_touch(o, r);
     Py_RETURN_NONE;
 }
@@ -528,11 +534,9 @@ RunOrder_touch(RunOrder *o, PyObject *run)
 static PyObject *
 RunOrder_remove(RunOrder *o, PyObject *run)
 {
-    if (check_run(run) < 0)
+    RunState *r = own_run(o, run);
+    if (r == NULL)
         return NULL;
-    RunState *r = (RunState *)run;
-    if (r->order != NULL && r->order != o)
-        return PyErr_Format(PyExc_ValueError, "the run belongs to another order");
     order_remove(o, r);
     Py_RETURN_NONE;
 }
@@ -1108,7 +1112,7 @@ Kernel_init(Kernel *k, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* load(data, index, flags, sources, names, source_of, ts, now) */
+/* load(data, index, flags, sources, names, source_of, ts, now, heads=None) */
 static PyObject *
 Kernel_load(Kernel *k, PyObject *args)
 {
@@ -1654,7 +1658,7 @@ Kernel_scan(Kernel *k, PyObject *args)
 static PyMethodDef Kernel_methods[] = {
     {"forget", (PyCFunction)Kernel_forget, METH_O, "forget(run_id): the run left Triage.runs."},
     {"load", (PyCFunction)Kernel_load, METH_VARARGS,
-     "load(data, index, flags, sources, names, source_of, ts, now): the batch to scan."},
+     "load(data, index, flags, sources, names, source_of, ts, now, heads=None): the batch to scan."},
     {"scan", (PyCFunction)Kernel_scan, METH_VARARGS,
      "scan(pos, clock, last_tick, every) -> (pos, reason, clock, fast_lines): take lines until one needs "
      "Python or the clock reaches the next tick."},
@@ -1663,7 +1667,7 @@ static PyMethodDef Kernel_methods[] = {
 
 static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "stream_triage.pipeline._kernel.Kernel",
-    .tp_doc = PyDoc_STR("Kernel(runs, systems, chars, meta_lines, levels, max_stack): the per-line loop of one Triage."),
+    .tp_doc = PyDoc_STR("Kernel(runs, order, systems, chars, meta_lines, levels, max_stack): the per-line loop of one Triage."),
     .tp_basicsize = sizeof(Kernel),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
