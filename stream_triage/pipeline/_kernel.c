@@ -160,9 +160,15 @@ ring_get(const RunState *self, Py_ssize_t slot, unsigned char *out)
 static int
 ring_grow(RunState *self, Py_ssize_t need)
 {
-    /* A quarter more than needed: rings of similar lines settle at ~1.25x their bytes (doubling
-       left 10,000 runs' rings half empty) after a few copies while the ring first fills. */
-    Py_ssize_t size = need + need / 4;
+    /* The first line sizes the buffer for a full ring of lines like it (a run's lines are much
+       alike), so a ring usually fills without copies; after that it grows by half. */
+    Py_ssize_t size = need + need / 2;
+    if (self->bufcap == 0) {
+        Py_ssize_t guess = self->cap * (need + 32);
+        size = guess > 65536 ? 65536 : guess;
+        if (size < need)
+            size = need;
+    }
     size = size < 256 ? 256 : (size + 63) & ~(Py_ssize_t)63;
     if (size > UINT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "context ring lines too long");
@@ -199,7 +205,7 @@ ring_push(RunState *self, const unsigned char *a, Py_ssize_t na, const unsigned 
         self->len--;
     }
     Py_ssize_t n = na + nb;
-    if (self->bufcap == 0 && ring_grow(self, 1) < 0)
+    if (self->bufcap == 0 && ring_grow(self, n > 0 ? n : 1) < 0)
         return -1;
     if (self->used + n > self->bufcap && ring_grow(self, self->used + n) < 0)
         return -1;
