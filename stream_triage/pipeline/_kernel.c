@@ -878,7 +878,7 @@ enum { HEAD_OTHER = -1, HEAD_UNTAGGED = 0, HEAD_RUN = 1 };
 typedef struct {
     Py_ssize_t body;      /* after the "[ISO time] " prefix */
     Py_ssize_t message;   /* where LogLine.message starts */
-    Py_ssize_t suffix, suffix_len, client, client_len, level, level_len;
+    Py_ssize_t suffix, suffix_len, client, client_len, level, level_len, op, op_len;
     double ts;            /* the prefix's time, or NaN */
 } Head;
 
@@ -893,7 +893,7 @@ static int
 parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
 {
     h->body = h->message = 0;
-    h->suffix = h->suffix_len = h->client = h->client_len = h->level = h->level_len = 0;
+    h->suffix = h->suffix_len = h->client = h->client_len = h->level = h->level_len = h->op = h->op_len = 0;
     h->ts = NAN;
     if (len == 0 || p[0] != '[')
         return (len >= 2 && p[0] == '2' && p[1] == '0') ? HEAD_OTHER : HEAD_UNTAGGED;
@@ -928,7 +928,7 @@ parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
         return HEAD_OTHER;
     q++;
     /* The full format: \s*[client]\s*[operation]\s*[Level]\s? — else the run tag alone counts. */
-    Py_ssize_t r = q, client = 0, client_len = 0;
+    Py_ssize_t r = q, client = 0, client_len = 0, op = 0, op_len = 0;
     for (int f = 0; f < 2; f++) {
         while (r < bl && is_space(b[r]))
             r++;
@@ -942,6 +942,9 @@ parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
         if (f == 0) {
             client = r + 1;
             client_len = e - r - 1;
+        } else {
+            op = r + 1;
+            op_len = e - r - 1;
         }
         r = e + 1;
     }
@@ -958,6 +961,8 @@ parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
         e++;
         h->client = h->body + client;
         h->client_len = client_len;
+        h->op = h->body + op;
+        h->op_len = op_len;
         h->message = h->body + e + (e < bl && is_space(b[e]));
         return HEAD_RUN;
     }
@@ -1979,7 +1984,81 @@ done:
     return result;
 }
 
+static PyObject *
+ascii_or_none(const unsigned char *p, Py_ssize_t n)
+{
+    if (n <= 0)
+        Py_RETURN_NONE;
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    return s;
+}
+
+/*
+ * line_fields(data, index, heads, i) -> (text, message, run_id, suffix, client, operation, level, ts)
+ * or None: what parse.LineParser makes of line i (level upper-cased, aliases not applied; client
+ * "SYSTEM" as None; ts the line's own time prefix or None), for a plain-ASCII line whose head
+ * messages() parsed as a run tag. None: LineParser must parse it.
+ */
+static PyObject *
+line_fields(PyObject *module, PyObject *args)
+{
+    Py_buffer data, index, heads;
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "y*y*y*n", &data, &index, &heads, &i))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
+    const Py_ssize_t *starts = index.buf;
+    if (i < 0 || i >= n || heads.len != n * (Py_ssize_t)sizeof(HeadRec) || starts[i + 1] > data.len + 1) {
+        PyErr_SetString(PyExc_ValueError, "line_fields(): arguments do not fit together");
+        goto done;
+    }
+    const HeadRec *hr = (const HeadRec *)heads.buf + i;
+    const unsigned char *p = (const unsigned char *)data.buf + starts[i];
+    Py_ssize_t len = starts[i + 1] - 1 - starts[i];
+    if (hr->kind != HEAD_RUN || len < 0 || hr->h.level_len >= 64 || !plain_ascii(p, len)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    const Head *h = &hr->h;
+    const unsigned char *b = p + h->body;
+    int system = h->client_len == 6 && memcmp(p + h->client, "SYSTEM", 6) == 0;
+    unsigned char level[64];
+    Py_ssize_t level_len = h->level_len;
+    for (Py_ssize_t j = 0; j < level_len; j++)
+        level[j] = p[h->level + j] >= 'a' && p[h->level + j] <= 'z' ? p[h->level + j] - 32 : p[h->level + j];
+    PyObject *items[8] = {
+        ascii_or_none(b, len - h->body),
+        NULL,
+        ascii_or_none(b + 1, 13),
+        ascii_or_none(p + h->suffix, h->suffix_len),
+        system ? Py_NewRef(Py_None) : ascii_or_none(p + h->client, h->client_len),
+        ascii_or_none(p + h->op, h->op_len),
+        ascii_or_none(level, level_len),
+        isnan(h->ts) ? Py_NewRef(Py_None) : PyFloat_FromDouble(h->ts),
+    };
+    items[1] = h->message >= len ? PyUnicode_New(0, 127) : ascii_or_none(p + h->message, len - h->message);
+    if (items[0] == Py_None) /* an empty body is "", not None */
+        Py_SETREF(items[0], PyUnicode_New(0, 127));
+    int ok = 1;
+    for (int j = 0; j < 8; j++)
+        ok &= items[j] != NULL;
+    if (ok)
+        result = PyTuple_Pack(8, items[0], items[1], items[2], items[3], items[4], items[5], items[6], items[7]);
+    for (int j = 0; j < 8; j++)
+        Py_XDECREF(items[j]);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&heads);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"line_fields", line_fields, METH_VARARGS,
+     "line_fields(data, index, heads, i): line i's parse as LineParser makes it, or None."},
     {"index_lines", index_lines, METH_O,
      "index_lines(data) -> bytes: start offsets (native ssize_t) of each line and one past the end."},
     {"classify", classify, METH_VARARGS,

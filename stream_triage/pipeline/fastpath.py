@@ -139,6 +139,13 @@ class FastPath:
         return flags, candidates, matched, scanned, heads
 
 
+def line_fields(data: bytes, starts: memoryview, heads: bytes, i: int) -> tuple | None:
+    """Line ``i`` as ``LineParser`` parses it, from the head ``classify`` already parsed; ``None`` when
+    the line is not a plain run-tagged one (then ``LineParser`` must parse it)."""
+    assert _kernel is not None
+    return _kernel.line_fields(data, starts, heads, i)
+
+
 def index_lines(data: bytes) -> memoryview:
     """Byte offset of each line of ``data`` and one past the end (as ``Py_ssize_t``)."""
     assert _kernel is not None

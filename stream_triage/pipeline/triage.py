@@ -18,10 +18,17 @@ import regex
 
 from stream_triage.config import Config
 from stream_triage.patterns import PatternSpec, default_pack_path, load_pack
-from stream_triage.pipeline.fastpath import FLAG_CAND, FLAG_MARKER, FastPath, index_lines, unavailable_reason
+from stream_triage.pipeline.fastpath import (
+    FLAG_CAND,
+    FLAG_MARKER,
+    FastPath,
+    index_lines,
+    line_fields,
+    unavailable_reason,
+)
 from stream_triage.pipeline.fingerprint import fingerprint, mask_message
 from stream_triage.pipeline.match import PatternSet
-from stream_triage.pipeline.parse import LineParser
+from stream_triage.pipeline.parse import LEVEL_ALIASES, LineParser
 from stream_triage.pipeline.redact import Redactor
 from stream_triage.pipeline.runs import (
     MAX_POSITIONS_PER_ISSUE,
@@ -66,6 +73,27 @@ def _record_at(
     t = ts[i] if ts is not None else None
     source = names[source_of[i] if source_of is not None else 0]
     return RawRecord(text, source, None if t is None or t != t else t, first_position + i)
+
+
+def _line_of(
+    fields: tuple, names: list[str], source_of: bytes | None, ts: array | None, first_position: int, i: int
+) -> LogLine:
+    """Line ``i`` of a batch from ``_kernel.line_fields``, as ``LineParser`` would have made it."""
+    text, message, run_id, suffix, client, operation, level, line_ts = fields
+    t = ts[i] if ts is not None else None
+    envelope = None if t is None or t != t else t
+    return LogLine(
+        text,
+        message,
+        names[source_of[i] if source_of is not None else 0],
+        first_position + i,
+        line_ts if envelope is None else envelope,
+        run_id,
+        suffix,
+        client,
+        operation,
+        LEVEL_ALIASES.get(level, level) if level else None,
+    )
 
 
 def build_patterns(config: Config) -> PatternSet:
@@ -224,11 +252,16 @@ class Triage:
                     if ev is not None and not ev.done:
                         flushes.extend(self._finish(ev))
                     continue
-                if records is not None:
-                    record = records[pos]
+                fields = line_fields(data, starts, heads, pos) if records is None else None
+                if fields is not None:
+                    # A plain run-tagged line: its head was parsed in C already (as LineParser would).
+                    line = _line_of(fields, names, source_of, ts, first_position, pos)
                 else:
-                    record = _record_at(data, starts, pos, names, source_of, ts, first_position)
-                line = parse(record)
+                    if records is not None:
+                        record = records[pos]
+                    else:
+                        record = _record_at(data, starts, pos, names, source_of, ts, first_position)
+                    line = parse(record)
                 known = sure = marker = None
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.

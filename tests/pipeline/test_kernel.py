@@ -277,3 +277,32 @@ def test_the_run_order_matches_its_python_twin() -> None:
     c_order.touch(c_runs[0])
     with pytest.raises(ValueError, match="another order"):
         RunOrder().touch(c_runs[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_line_fields_parse_as_the_line_parser_does(seed: int) -> None:
+    """Lines the kernel hands back to Python are rebuilt from the head C parsed; every field must be
+    what LineParser gives (and lines it cannot vouch for come back as None)."""
+    from stream_triage.pipeline.fastpath import index_lines, line_fields
+    from stream_triage.pipeline.parse import LineParser
+    from stream_triage.pipeline.triage import _line_of
+
+    triage = _triage()
+    parser = LineParser(triage.config.parse.line_regex)
+    lines = _lines(seed, 3000)
+    data = "".join(f"{t}\n" for t, _, _ in lines).encode("utf-8")
+    starts = index_lines(data)
+    assert triage._fast is not None
+    heads = triage._fast.classify(data, starts)[4]
+    envelope = array("d", [float("nan") if ts is None else ts for _, _, ts in lines])
+    names = sorted({s for _, s, _ in lines})
+    source_of = bytes(names.index(s) for _, s, _ in lines)
+    vouched = 0
+    for i, (text, source, ts) in enumerate(lines):
+        fields = line_fields(data, starts, heads, i)
+        if fields is None:
+            continue
+        vouched += 1
+        got = _line_of(fields, names, source_of, envelope, 1, i)
+        assert got == parser(RawRecord(text, source, ts, i + 1)), text
+    assert vouched > 500
