@@ -108,7 +108,8 @@ def mask_message(message: str, names: Iterable[str] = ()) -> str:
         text = _QUERY.sub(_query, text)
     if "'" in text or '"' in text or "`" in text:
         text = _QUOTED.sub(_quoted, text)
-    if text.isascii() and not any(word in text.lower() for word in _STATUS_WORDS):
+    lower = text.lower() if text.isascii() else None
+    if lower is not None and not any(word in lower for word in _STATUS_WORDS):
         # No status word: every number is masked (the status alternative cannot match).
         text = _NUMBER.sub("<n>", text)
     else:
