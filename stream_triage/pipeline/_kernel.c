@@ -725,46 +725,40 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
     return i + 1;
 }
 
-/* An ESC, CR or NUL byte in p[:n]: eight bytes at a time. */
+/* An ESC, CR or NUL byte in p[:n] (with `high`, also a byte >= 0x80): eight bytes at a time; a
+   word that may hold one goes to the byte loop, which decides. */
 static inline int
-has_esc_cr_nul(const unsigned char *p, Py_ssize_t n)
+has_unsafe(const unsigned char *p, Py_ssize_t n, int high)
 {
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    const uint64_t esc = ones * 0x1b, cr = ones * '\r';
+    const uint64_t esc = ones * 0x1b, cr = ones * '\r', top = high ? ~0ULL : 0;
     Py_ssize_t j = 0;
     for (; j + 8 <= n; j += 8) {
         uint64_t w;
         memcpy(&w, p + j, 8);
         uint64_t e = w ^ esc, c = w ^ cr;
-        if ((((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
-            break; /* a candidate word: the byte loop below decides */
-    }
-    for (; j < n; j++)
-        if (p[j] == 0x1b || p[j] == '\r' || p[j] == 0)
-            return 1;
-    return 0;
-}
-
-/* No byte >= 0x80, ESC, CR or NUL: eight bytes at a time. */
-static inline int
-plain_ascii(const unsigned char *p, Py_ssize_t n)
-{
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    const uint64_t esc = ones * 0x1b, cr = ones * '\r';
-    Py_ssize_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        uint64_t w;
-        memcpy(&w, p + j, 8);
-        uint64_t e = w ^ esc, c = w ^ cr;
-        if ((w | ((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
-            return 0;
+        if (((w & top) | ((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
+            break;
     }
     for (; j < n; j++) {
         unsigned char c = p[j];
-        if (c >= 0x80 || c == 0x1b || c == '\r' || c == 0)
-            return 0;
+        if (c == 0x1b || c == '\r' || c == 0 || (high && c >= 0x80))
+            return 1;
     }
-    return 1;
+    return 0;
+}
+
+static inline int
+has_esc_cr_nul(const unsigned char *p, Py_ssize_t n)
+{
+    return has_unsafe(p, n, 0);
+}
+
+/* No byte >= 0x80, ESC, CR or NUL. */
+static inline int
+plain_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    return !has_unsafe(p, n, 1);
 }
 
 static int
