@@ -33,10 +33,13 @@ enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
  */
 typedef struct RunState {
     PyObject_HEAD
-    Py_ssize_t cap;      /* ring capacity in lines */
+    Py_ssize_t cap;      /* ring capacity in lines: keep + the extra lines pending collectors need */
     Py_ssize_t head;     /* slot of the oldest line */
     Py_ssize_t len;      /* lines in the ring */
     Py_ssize_t ncoll;    /* len(collectors), so the per-line test reads no other object */
+    Py_ssize_t serial;   /* lines ever added: the next line's serial number */
+    Py_ssize_t due;      /* with ncoll > 0: before adding line `due`, collectors are frozen */
+    Py_ssize_t keep;     /* lines the `ring` attribute shows (the before-context) */
     Py_ssize_t lines;
     Py_ssize_t checked_lines;
     double last_activity;
@@ -62,7 +65,7 @@ typedef struct RunState {
     PyObject *client_ids; /* list of str */
 } RunState;
 
-static PyObject *str_after, *str_wanted, *str_event, *str_run, *str_in_traceback, *str_match, *str_done, *str_trace;
+static PyObject *str_due, *str_freeze, *str_event, *str_run, *str_in_traceback, *str_match, *str_done, *str_trace;
 
 static int
 RunState_traverse(RunState *self, visitproc visit, void *arg)
@@ -114,14 +117,15 @@ RunState_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 RunState_init(RunState *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"capacity", NULL};
-    Py_ssize_t cap;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n", kwlist, &cap))
+    static char *kwlist[] = {"capacity", "extra", NULL};
+    Py_ssize_t keep, extra = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|n", kwlist, &keep, &extra))
         return -1;
-    if (cap < 0 || cap > (1 << 20)) {
-        PyErr_SetString(PyExc_ValueError, "capacity must be between 0 and 1048576");
+    if (keep < 0 || keep > (1 << 20) || extra < 0 || extra > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "capacity and extra must be between 0 and 1048576");
         return -1;
     }
+    Py_ssize_t cap = keep + extra;
     if (self->loff != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "RunState is already initialised");
         return -1;
@@ -132,6 +136,7 @@ RunState_init(RunState *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->cap = cap;
+    self->keep = keep;
     return 0;
 }
 
@@ -197,6 +202,7 @@ ring_grow(RunState *self, Py_ssize_t need)
 static int
 ring_push(RunState *self, const unsigned char *a, Py_ssize_t na, const unsigned char *b, Py_ssize_t nb)
 {
+    self->serial++;
     if (self->cap == 0)
         return 0;
     if (self->len == self->cap) {
@@ -238,58 +244,71 @@ ring_str(const RunState *self, Py_ssize_t slot)
     return s;
 }
 
-/* Every collector still wanting lines gets `text` (a str, borrowed) in its `after` list; those that
-   have all they want leave the tuple (rebuilt only then). */
-static int
-collect_after(RunState *self, PyObject *text)
+/* The earliest `due` of the collectors in `coll` (a tuple), or -1 with an exception set. */
+static Py_ssize_t
+earliest_due(PyObject *coll)
 {
-    PyObject *coll = Py_NewRef(self->collectors); /* held: attribute lookups run Python code */
-    Py_ssize_t n = PyTuple_GET_SIZE(coll), done = 0;
-    char stack[64];
-    char *full = n <= 64 ? stack : PyMem_Malloc(n);
-    if (full == NULL) {
-        Py_DECREF(coll);
-        PyErr_NoMemory();
-        return -1;
+    Py_ssize_t best = PY_SSIZE_T_MAX;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(coll); i++) {
+        PyObject *v = PyObject_GetAttr(PyTuple_GET_ITEM(coll, i), str_due);
+        if (v == NULL)
+            return -1;
+        Py_ssize_t due = PyNumber_AsSsize_t(v, PyExc_OverflowError);
+        Py_DECREF(v);
+        if (due == -1 && PyErr_Occurred())
+            return -1;
+        if (due < best)
+            best = due;
     }
+    return best;
+}
+
+/*
+ * A collector takes its after-context from the ring, not line by line: the ring keeps `extra` more
+ * lines than it shows, enough for a matched line's before- and after-context together. Before the
+ * line that would push a pending collector's first line out is added, the collectors that are due
+ * copy their lines (freeze()) and leave the tuple. Until then a line costs the run one compare.
+ */
+static int
+freeze_due(RunState *self)
+{
+    PyObject *coll = Py_NewRef(self->collectors); /* held: freeze() runs Python code */
+    Py_ssize_t n = PyTuple_GET_SIZE(coll), kept = 0;
+    PyObject *keep = PyList_New(0);
     int rc = -1;
-    PyObject *keep = NULL;
+    if (keep == NULL)
+        goto out;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *c = PyTuple_GET_ITEM(coll, i);
-        PyObject *after = PyObject_GetAttr(c, str_after);
-        if (after == NULL)
+        PyObject *v = PyObject_GetAttr(c, str_due);
+        if (v == NULL)
             goto out;
-        int err = PyList_Append(after, text);
-        Py_ssize_t have = err ? -1 : PyObject_Length(after);
-        Py_DECREF(after);
-        if (have < 0)
+        Py_ssize_t due = PyNumber_AsSsize_t(v, PyExc_OverflowError);
+        Py_DECREF(v);
+        if (due == -1 && PyErr_Occurred())
             goto out;
-        PyObject *wanted = PyObject_GetAttr(c, str_wanted);
-        if (wanted == NULL)
+        if (due > self->serial) {
+            if (PyList_Append(keep, c) < 0)
+                goto out;
+            kept++;
+            continue;
+        }
+        PyObject *r = PyObject_CallMethodNoArgs(c, str_freeze);
+        if (r == NULL)
             goto out;
-        Py_ssize_t want = PyNumber_AsSsize_t(wanted, PyExc_OverflowError);
-        Py_DECREF(wanted);
-        if (want == -1 && PyErr_Occurred())
-            goto out;
-        full[i] = have >= want;
-        done += full[i];
+        Py_DECREF(r);
     }
-    rc = 0;
-    if (done == 0)
-        goto out;
-    keep = PyTuple_New(n - done);
-    if (keep == NULL) {
-        rc = -1;
-        goto out;
+    if (kept < n) {
+        PyObject *t = PyList_AsTuple(keep);
+        if (t == NULL)
+            goto out;
+        Py_SETREF(self->collectors, t);
+        self->ncoll = kept;
     }
-    for (Py_ssize_t i = 0, k = 0; i < n; i++)
-        if (!full[i])
-            PyTuple_SET_ITEM(keep, k++, Py_NewRef(PyTuple_GET_ITEM(coll, i)));
-    Py_SETREF(self->collectors, keep);
-    self->ncoll = PyTuple_GET_SIZE(keep);
+    self->due = kept ? earliest_due(self->collectors) : 0;
+    rc = self->due < 0 ? -1 : 0;
 out:
-    if (full != stack)
-        PyMem_Free(full);
+    Py_XDECREF(keep);
     Py_DECREF(coll);
     return rc;
 }
@@ -301,7 +320,7 @@ RunState_add_line(RunState *self, PyObject *text)
         PyErr_SetString(PyExc_TypeError, "add_line() takes a str");
         return NULL;
     }
-    if (self->ncoll > 0 && collect_after(self, text) < 0)
+    if (self->ncoll > 0 && self->serial >= self->due && freeze_due(self) < 0)
         return NULL;
     PyObject *utf8 = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
     if (utf8 == NULL)
@@ -316,11 +335,12 @@ RunState_add_line(RunState *self, PyObject *text)
 static PyObject *
 RunState_get_ring(RunState *self, void *closure)
 {
-    PyObject *out = PyList_New(self->len);
+    Py_ssize_t n = self->len < self->keep ? self->len : self->keep, skip = self->len - n;
+    PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < self->len; i++) {
-        PyObject *s = ring_str(self, (self->head + i) % self->cap);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = ring_str(self, (self->head + skip + i) % self->cap);
         if (s == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -353,13 +373,18 @@ RunState_set_seq(RunState *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_TypeError, "collectors must be a tuple");
         return -1;
     }
+    Py_ssize_t due = PyTuple_GET_SIZE(value) ? earliest_due(value) : 0;
+    if (due < 0)
+        return -1;
     Py_SETREF(self->collectors, Py_NewRef(value));
     self->ncoll = PyTuple_GET_SIZE(value);
+    self->due = due;
     return 0;
 }
 
 static PyMemberDef RunState_members[] = {
     {"lines", T_PYSSIZET, offsetof(RunState, lines), 0, "Lines routed to the run."},
+    {"serial", T_PYSSIZET, offsetof(RunState, serial), READONLY, "Lines added to the ring so far."},
     {"checked_lines", T_PYSSIZET, offsetof(RunState, checked_lines), 0, "Tagged head lines seen."},
     {"last_activity", T_DOUBLE, offsetof(RunState, last_activity), 0, "Pipeline time of the last line."},
     {"key", T_OBJECT, offsetof(RunState, key), 0, "The run's key in Triage.runs."},
@@ -405,9 +430,53 @@ static PyGetSetDef RunState_getset[] = {
     {"client_ids", (getter)RunState_get_seq, (setter)RunState_set_seq, "Client names seen.", (void *)1},
     {NULL}};
 
+/* Lines with serial numbers [lo, hi) as a list of str; the caller checked they are in the ring. */
+static PyObject *
+ring_range(RunState *self, Py_ssize_t lo, Py_ssize_t hi)
+{
+    Py_ssize_t first = self->serial - self->len; /* serial of the oldest line in the ring */
+    PyObject *out = PyList_New(hi > lo ? hi - lo : 0);
+    for (Py_ssize_t s = lo; out != NULL && s < hi; s++) {
+        PyObject *v = ring_str(self, (self->head + (s - first)) % self->cap);
+        if (v == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, s - lo, v);
+    }
+    return out;
+}
+
+static PyObject *
+RunState_context(RunState *self, PyObject *args)
+{
+    Py_ssize_t at, wanted;
+    if (!PyArg_ParseTuple(args, "nn", &at, &wanted))
+        return NULL;
+    Py_ssize_t first = self->serial - self->len;
+    if (at < first || at >= self->serial || wanted < 0) {
+        PyErr_Format(PyExc_IndexError, "line %zd is not in the ring (it holds %zd to %zd)", at, first,
+                     self->serial - 1);
+        return NULL;
+    }
+    Py_ssize_t lo = at - self->keep < first ? first : at - self->keep;
+    Py_ssize_t hi = at + 1 + wanted < self->serial ? at + 1 + wanted : self->serial;
+    PyObject *before = ring_range(self, lo, at);
+    PyObject *line = before == NULL ? NULL : ring_str(self, (self->head + (at - first)) % self->cap);
+    PyObject *after = line == NULL ? NULL : ring_range(self, at + 1, hi);
+    if (after == NULL) {
+        Py_XDECREF(before);
+        Py_XDECREF(line);
+        return NULL;
+    }
+    return Py_BuildValue("(NNN)", before, line, after);
+}
+
 static PyMethodDef RunState_methods[] = {
     {"add_line", (PyCFunction)RunState_add_line, METH_O,
-     "Append a (truncated) line to the ring and to every collector still wanting lines."},
+     "Append a (truncated) line to the ring (collectors due first take their lines from it)."},
+    {"context", (PyCFunction)RunState_context, METH_VARARGS,
+     "context(at, wanted) -> (before, line, after): line `at` (a serial number), up to `capacity` "
+     "lines before it and up to `wanted` after it, as far as the ring holds them."},
     {NULL}};
 
 static PyTypeObject RunStateType = {
@@ -787,26 +856,6 @@ is_continuation(const unsigned char *p, Py_ssize_t n)
     return 0;
 }
 
-/* The ring's copy of a line: at most `chars` characters, cut ones ending in "…". New reference. */
-static PyObject *
-ring_text(const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
-{
-    if (n <= chars) {
-        PyObject *s = PyUnicode_New(n, 127);
-        if (s != NULL)
-            memcpy(PyUnicode_1BYTE_DATA(s), p, n);
-        return s;
-    }
-    PyObject *s = PyUnicode_New(chars + 1, 0xffff);
-    if (s == NULL)
-        return NULL;
-    Py_UCS2 *out = PyUnicode_2BYTE_DATA(s);
-    for (Py_ssize_t i = 0; i < chars; i++)
-        out[i] = p[i];
-    out[chars] = 0x2026;
-    return s;
-}
-
 /*
  * runs.RunBuffer.note_client for an ASCII name. The usual case, a name the run has seen, compares
  * hashes kept in the RunState only; the list is read when the name may be new (or Python added one).
@@ -845,17 +894,12 @@ client_seen(RunState *run, const unsigned char *name, Py_ssize_t n)
     return err;
 }
 
-/* runs.RunBuffer.add_line for an ASCII line: collectors get it as str (rare), the ring as bytes. */
+/* runs.RunBuffer.add_line for an ASCII line: its bytes go to the ring, no str is made. */
 static int
 ring_line(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
 {
-    if (run->ncoll > 0) {
-        PyObject *text = ring_text(p, n, chars);
-        int rc = text == NULL ? -1 : collect_after(run, text);
-        Py_XDECREF(text);
-        if (rc < 0)
-            return -1;
-    }
+    if (run->ncoll > 0 && run->serial >= run->due && freeze_due(run) < 0)
+        return -1;
     if (n <= chars)
         return ring_push(run, p, n, NULL, 0);
     return ring_push(run, p, chars, (const unsigned char *)"\xe2\x80\xa6", 3); /* "…" */
@@ -2071,15 +2115,15 @@ PyInit__kernel(void)
     if (PyType_Ready(&RunStateType) < 0 || PyType_Ready(&RunOrderType) < 0 || PyType_Ready(&RunOrderIterType) < 0 ||
         PyType_Ready(&KernelType) < 0 || PyType_Ready(&HitSinkType) < 0)
         return NULL;
-    str_after = PyUnicode_InternFromString("after");
-    str_wanted = PyUnicode_InternFromString("wanted");
+    str_due = PyUnicode_InternFromString("due");
+    str_freeze = PyUnicode_InternFromString("freeze");
     str_event = PyUnicode_InternFromString("event");
     str_run = PyUnicode_InternFromString("run");
     str_in_traceback = PyUnicode_InternFromString("in_traceback");
     str_match = PyUnicode_InternFromString("match");
     str_done = PyUnicode_InternFromString("done");
     str_trace = PyUnicode_InternFromString("trace");
-    if (!str_after || !str_wanted || !str_event || !str_run || !str_in_traceback || !str_match || !str_done ||
+    if (!str_due || !str_freeze || !str_event || !str_run || !str_in_traceback || !str_match || !str_done ||
         !str_trace)
         return NULL;
     PyObject *m = PyModule_Create(&kernel_module);

@@ -1,6 +1,6 @@
 """Per-run state: the context ring, open context collectors, issue accumulators and run metadata.
 
-Everything here is bounded: the ring by ``context_before``, collectors by ``context_after``, issues
+Everything here is bounded: the ring by ``context_before + 1 + context_after``, issues
 by ``max_issues_per_run`` (the caller flushes early when it is reached), client names and positions
 by fixed caps.
 """
@@ -19,15 +19,38 @@ MAX_POSITIONS_PER_ISSUE = 100_000
 
 @dataclass(slots=True)
 class ContextCollector:
-    """Context of one issue occurrence: lines before (from the ring), the line itself, lines after."""
+    """Context of one issue occurrence: lines before (from the ring), the line itself, lines after.
+
+    Made with ``pending``, it holds only the line's serial number in its run: the run's ring keeps
+    enough lines for the whole context, and the lines are copied out once (``freeze``) — when the
+    ring would start losing them, or when the context is rendered — instead of appended one by one.
+    Most collectors are dropped unread (repeats of an issue the run already has) and copy nothing.
+    """
 
     before: list[str]
     line: str
     after: list[str] = field(default_factory=list)
     wanted: int = 25
+    run: RunState | None = None  # set while the lines are still only in the run's ring
+    at: int = 0  # the matched line's serial number in ``run``
+    due: int = 0  # the serial number of the line that would push this context's first line out
+
+    @classmethod
+    def pending(cls, run: RunState, wanted: int) -> ContextCollector:
+        """A collector for the line ``run`` is about to add, reading its context from the ring."""
+        at = run.serial
+        return cls([], "", [], wanted, run, at, at + wanted + 1)
+
+    def freeze(self) -> None:
+        """Copy the lines out of the ring (no-op once done)."""
+        run = self.run
+        if run is not None:
+            self.before, self.line, self.after = run.context(self.at, self.wanted)
+            self.run = None
 
     def render(self) -> list[str]:
         """Context lines with the matching line marked ``>> `` and the others indented alike."""
+        self.freeze()
         out = ["   " + s for s in self.before]
         out.append(">> " + self.line)
         out.extend("   " + s for s in self.after)
@@ -69,10 +92,12 @@ class _PyRunState:
     """Pure-Python twin of ``_kernel.RunState``, for installs without the compiled kernel."""
 
     __slots__ = (
+        "_collectors",
+        "_keep",
         "_ring",
         "checked_lines",
         "client_ids",
-        "collectors",
+        "due",
         "first_ts",
         "is_system",
         "key",
@@ -80,10 +105,14 @@ class _PyRunState:
         "last_ts",
         "lines",
         "meta_settled",
+        "serial",
     )
 
-    def __init__(self, capacity: int) -> None:
-        self._ring: deque[str] = deque(maxlen=capacity)
+    def __init__(self, capacity: int, extra: int = 0) -> None:
+        self._keep = capacity
+        self._ring: deque[str] = deque(maxlen=capacity + extra)
+        self.serial = 0
+        self.due = 0
         self.lines = 0
         self.checked_lines = 0
         self.last_activity = 0.0
@@ -98,18 +127,39 @@ class _PyRunState:
     @property
     def ring(self) -> list[str]:
         """The context ring, oldest line first (a copy)."""
-        return list(self._ring)
+        return list(self._ring)[-self._keep :] if self._keep else []
+
+    def context(self, at: int, wanted: int) -> tuple[list[str], str, list[str]]:
+        """Line ``at`` (a serial number), up to ``capacity`` lines before it and ``wanted`` after it."""
+        first = self.serial - len(self._ring)
+        if not first <= at < self.serial or wanted < 0:
+            raise IndexError(f"line {at} is not in the ring (it holds {first} to {self.serial - 1})")
+        lines = list(self._ring)
+        i = at - first
+        return lines[max(0, i - self._keep) : i], lines[i], lines[i + 1 : i + 1 + wanted]
 
     def add_line(self, text: str) -> None:
-        """Append a (truncated) line to the ring and to every collector still wanting lines."""
-        if self.collectors:
+        """Append a (truncated) line to the ring (collectors due first take their lines from it)."""
+        if self.collectors and self.serial >= self.due:
             keep = []
             for c in self.collectors:
-                c.after.append(text)
-                if len(c.after) < c.wanted:
+                if c.due > self.serial:
                     keep.append(c)
+                else:
+                    c.freeze()
             self.collectors = tuple(keep)
         self._ring.append(text)
+        self.serial += 1
+
+    @property
+    def collectors(self) -> tuple[ContextCollector, ...]:
+        """Pending after-context collectors (a tuple)."""
+        return self._collectors
+
+    @collectors.setter
+    def collectors(self, value: tuple[ContextCollector, ...]) -> None:
+        self._collectors = value
+        self.due = min((c.due for c in value), default=0)  # as the C type does
 
 
 class _PyRunOrder:
@@ -166,8 +216,11 @@ class RunBuffer(RunState):  # type: ignore[misc,valid-type]
         "stream",
     )
 
-    def __init__(self, key: str, run_id: str | None, source: str, context_before: int, now: float) -> None:
-        super().__init__(context_before)
+    def __init__(
+        self, key: str, run_id: str | None, source: str, context_before: int, now: float, context_after: int = 0
+    ) -> None:
+        # The ring keeps the after-context too (and the line itself): pending collectors read it.
+        super().__init__(context_before, context_after + 1)
         self.key = key
         self.run_id = run_id
         self.source = source

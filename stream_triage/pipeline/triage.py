@@ -348,9 +348,9 @@ class Triage:
             self.lines_matched += 1
             key = (match.severity.value, match.pattern_id)
             self.match_counts[key] = self.match_counts.get(key, 0) + 1
-            collector = ContextCollector(run.ring, text, wanted=self._after)  # ``ring`` is a fresh copy
+            collector = ContextCollector.pending(run, self._after)
         run.add_line(text)
-        if collector is not None and self._after:
+        if collector is not None:
             run.collectors = (*run.collectors, collector)
         # A line without a match opens no event: nothing it could gather (frames) would be reported.
         src.event = Event(run=run, line=line, match=match, collector=collector) if match is not None else None
@@ -427,7 +427,7 @@ class Triage:
             run = self.systems.get(line.source)
             if run is None:
                 run = self.systems[line.source] = RunBuffer(
-                    f"system:{line.source}", None, line.source, self._before, now
+                    f"system:{line.source}", None, line.source, self._before, now, self._after
                 )
             return run
         run = self.runs.get(run_id)
@@ -435,7 +435,7 @@ class Triage:
             if len(self.runs) >= self._max_runs:
                 oldest = self._order.oldest()
                 flushes.append(self._close(oldest, EndReason.EVICTED))
-            run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now)
+            run = self.runs[run_id] = RunBuffer(run_id, run_id, line.source, self._before, now, self._after)
             if run_id in self._completed:
                 run.marker_seen = True
         return run

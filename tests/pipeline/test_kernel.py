@@ -250,6 +250,52 @@ def test_the_byte_ring_keeps_what_a_bounded_deque_keeps(capacity: int) -> None:
         assert state.ring == list(expected), i
 
 
+@pytest.mark.parametrize(("before", "after"), [(0, 0), (1, 3), (25, 25), (5, 40), (40, 2)])
+@pytest.mark.parametrize("twin", ["c", "python"])
+def test_pending_collectors_get_the_context_eager_copies_got(before: int, after: int, twin: str) -> None:
+    """A pending collector reads its context from the ring when it is due or rendered. Against the
+    eager way (copy the ring at the match, append every later line until ``wanted``), with repeats
+    dropped unread, flushes rendering early and collectors overlapping, both RunStates agree."""
+    from stream_triage.pipeline._kernel import RunState
+
+    from stream_triage.pipeline.runs import ContextCollector, _PyRunState
+
+    rng = random.Random(before * 100 + after)
+    state = (RunState if twin == "c" else _PyRunState)(before, after + 1)
+    ring: list[str] = []
+    open_: list[tuple[ContextCollector, list[str], str, list[str]]] = []  # pending, expected
+    done, frozen = 0, set()
+    for i in range(4000):
+        text = "".join(rng.choice(["a", "é", "🎉", "", "x" * 90]) for _ in range(rng.randint(0, 6))) + str(i)
+        collector = ContextCollector.pending(state, after) if rng.random() < 0.15 else None  # type: ignore[arg-type]
+        expected = (ring[-before:] if before else [], text, []) if collector else None
+        for _, _, _, exp_after in open_:
+            if len(exp_after) < after:
+                exp_after.append(text)
+        state.add_line(text)
+        ring.append(text)
+        if collector is not None and expected is not None:
+            state.collectors = (*state.collectors, collector)
+            open_.append((collector, *expected))
+        roll = rng.random()
+        if open_ and roll < 0.05:  # a repeat occurrence: dropped, never read
+            drop = open_.pop(rng.randrange(len(open_)))[0]
+            state.collectors = tuple(c for c in state.collectors if c is not drop)
+        elif open_ and roll < 0.15:  # a flush: rendered now (perhaps before its after-context is full)
+            c, exp_before, exp_line, exp_after = open_.pop(rng.randrange(len(open_)))
+            assert c.render() == ["   " + s for s in exp_before] + [">> " + exp_line] + ["   " + s for s in exp_after]
+            state.collectors = tuple(x for x in state.collectors if x is not c)
+            done += 1
+        for c, exp_before, exp_line, exp_after in open_:  # frozen ones already hold their lines
+            if c.run is None:
+                assert (c.before, c.line, c.after) == (exp_before, exp_line, exp_after), i
+                frozen.add(id(c))
+        assert state.ring == (ring[-before:] if before else [])
+    assert done > 100 and len(frozen) > 20
+    with pytest.raises(IndexError, match="not in the ring"):
+        state.context(0, after)
+
+
 def test_the_run_order_matches_its_python_twin() -> None:
     """touch / remove / oldest / iteration of the C activity list against the OrderedDict twin, and a
     run linked in one order cannot be moved by another."""
