@@ -1484,8 +1484,19 @@ look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t 
         Ahead *a = &ahead[j & (AHEAD - 1)];
         RunState *r = a->line == j ? a->run : NULL;
         if (r != NULL && r->buf != NULL && r->cap > 0) {
-            __builtin_prefetch(&r->loff[2 * r->head], 1);
-            prefetch_lines(r->buf + r->wp, 1);
+            /* The slot and every cache line the line's bytes will be written to (up to the end of
+               the buffer; a wrapped line's start is the buffer's first line, rarely cold). */
+            Py_ssize_t slot = r->len < r->cap ? (r->head + r->len) % r->cap : r->head;
+            __builtin_prefetch(&r->loff[2 * slot], 1);
+            Py_ssize_t bytes = starts[j + 1] - 1 - starts[j], room = r->bufcap - r->wp;
+            if (bytes > k->chars)
+                bytes = k->chars + 3;
+            if (bytes > room)
+                bytes = room;
+            if (bytes > 8 * 64) /* a hint: the first lines of a long one */
+                bytes = 8 * 64;
+            Py_ssize_t misalign = (Py_ssize_t)((uintptr_t)(r->buf + r->wp) & 63);
+            prefetch_lines(r->buf + r->wp - misalign, (int)((misalign + bytes + 63) / 64));
         }
     }
 }
