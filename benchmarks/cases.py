@@ -403,3 +403,6 @@ def child(name: str, workdir: str, scale: float, cpu: int, queue: Any) -> None:
     except BaseException as exc:  # report, don't leave the parent waiting
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
+    finally:  # the case's SQLite files are scratch (``_config`` names them after this process)
+        for db in Path(workdir).glob(f"bench-{os.getpid()}-*.db*"):
+            db.unlink(missing_ok=True)
