@@ -33,15 +33,14 @@ enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
  */
 typedef struct RunState {
     PyObject_HEAD
+    /* What the per-line loop touches comes first (the lookahead prefetches the struct's first lines). */
     Py_ssize_t cap;      /* ring capacity in lines: keep + the extra lines pending collectors need */
     Py_ssize_t head;     /* slot of the oldest line */
     Py_ssize_t len;      /* lines in the ring */
     Py_ssize_t ncoll;    /* len(collectors), so the per-line test reads no other object */
     Py_ssize_t serial;   /* lines ever added: the next line's serial number */
     Py_ssize_t due;      /* with ncoll > 0: before adding line `due`, collectors are frozen */
-    Py_ssize_t keep;     /* lines the `ring` attribute shows (the before-context) */
     Py_ssize_t lines;
-    Py_ssize_t checked_lines;
     double last_activity;
     double first_ts;     /* NaN: None */
     double last_ts;
@@ -56,13 +55,16 @@ typedef struct RunState {
     Py_ssize_t used;     /* bytes of the lines in the ring */
     Py_ssize_t wp;       /* where the next line's bytes go */
     Py_ssize_t hashed;
+    PyObject *client_ids; /* list of str */
     /* FNV-1a 64-bit hashes of client_ids[:hashed]: the per-line "seen this client?" test touches no
        string object. A hash equal to a known name's counts as that name (odds about 2^-58 per new
        name with 32 names: a collision would leave one name out of the run's client list). */
     uint64_t client_hash[32];
+    /* Only Python reads these. */
+    Py_ssize_t keep;     /* lines the `ring` attribute shows (the before-context) */
+    Py_ssize_t checked_lines;
     PyObject *key;
     PyObject *collectors; /* tuple of ContextCollector */
-    PyObject *client_ids; /* list of str */
 } RunState;
 
 static PyObject *str_due, *str_freeze, *str_event, *str_run, *str_in_traceback, *str_match, *str_done, *str_trace;
@@ -1475,14 +1477,16 @@ look_ahead(Kernel *k, Ahead *ahead, const unsigned char *data, const Py_ssize_t 
         Ahead *a = &ahead[j & (AHEAD - 1)];
         if (a->line == j && a->kind == HEAD_RUN && k->table != NULL) {
             a->run = table_find(k, data + starts[j] + a->h.body + 1, a->hash);
-            if (a->run != NULL)
-                prefetch_lines(a->run, 4);
+            if (a->run != NULL) /* its hot fields and a dozen client hashes */
+                prefetch_lines(a->run, 5);
         }
     }
     j = i + AHEAD_RING;
     if (j < n) {
         Ahead *a = &ahead[j & (AHEAD - 1)];
         RunState *r = a->line == j ? a->run : NULL;
+        if (r != NULL) /* read when the line names a client new to the run */
+            __builtin_prefetch(r->client_ids);
         if (r != NULL && r->buf != NULL && r->cap > 0) {
             /* The slot and every cache line the line's bytes will be written to (up to the end of
                the buffer; a wrapped line's start is the buffer's first line, rarely cold). */
