@@ -41,6 +41,7 @@ typedef struct RunState {
     Py_ssize_t serial;   /* lines ever added: the next line's serial number */
     Py_ssize_t due;      /* with ncoll > 0: before adding line `due`, collectors are frozen */
     Py_ssize_t lines;
+    Py_ssize_t checked_lines;
     double last_activity;
     double first_ts;     /* NaN: None */
     double last_ts;
@@ -62,7 +63,6 @@ typedef struct RunState {
     uint64_t client_hash[32];
     /* Only Python reads these. */
     Py_ssize_t keep;     /* lines the `ring` attribute shows (the before-context) */
-    Py_ssize_t checked_lines;
     PyObject *key;
     PyObject *collectors; /* tuple of ContextCollector */
 } RunState;
