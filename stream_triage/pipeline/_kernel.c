@@ -19,6 +19,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { FLAG_FULL = 1, FLAG_CAND = 2, FLAG_MARKER = 4 };
 enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
@@ -772,7 +775,14 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
         return 0;
     Py_ssize_t i = 19;
     double frac = 0.0;
-    if (p[i] == '.') {
+    if (i + 8 <= n && p[i] == '.' && p[i + 7] == 'Z' && is_digit(p[i + 1]) && is_digit(p[i + 2]) &&
+        is_digit(p[i + 3]) && is_digit(p[i + 4]) && is_digit(p[i + 5]) && is_digit(p[i + 6])) {
+        /* Microseconds, as Render writes them: the loop below, unrolled. */
+        long v = (p[i + 1] - '0') * 100000L + (p[i + 2] - '0') * 10000L + (p[i + 3] - '0') * 1000L +
+                 (p[i + 4] - '0') * 100L + (p[i + 5] - '0') * 10L + (p[i + 6] - '0');
+        frac = (double)v / 1e6;
+        i += 7;
+    } else if (p[i] == '.') {
         Py_ssize_t j = i + 1;
         while (j < n && is_digit(p[j]))
             j++;
@@ -796,40 +806,58 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
     return i + 1;
 }
 
-/* An ESC, CR or NUL byte in p[:n] (with `high`, also a byte >= 0x80): eight bytes at a time; a
-   word that may hold one goes to the byte loop, which decides. */
+enum { BYTES_UNSAFE = 1, BYTES_HIGH = 2 };
+
+/* What p[:n] holds: BYTES_UNSAFE for an ESC, CR or NUL byte, BYTES_HIGH for a byte >= 0x80. Sixteen
+   bytes at a time with SSE2 (every x86-64 has it), else eight with word tricks; a word that may hold
+   one goes to the byte loop, which decides. It stops at the first unsafe byte: BYTES_HIGH may then be
+   missing (no caller needs it then). */
 static inline int
-has_unsafe(const unsigned char *p, Py_ssize_t n, int high)
+byte_class(const unsigned char *p, Py_ssize_t n)
 {
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    const uint64_t esc = ones * 0x1b, cr = ones * '\r', top = high ? ~0ULL : 0;
+    int cls = 0;
     Py_ssize_t j = 0;
+#ifdef __SSE2__
+    const __m128i zero = _mm_setzero_si128(), esc = _mm_set1_epi8(0x1b), cr = _mm_set1_epi8('\r');
+    int high = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + j));
+        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, zero), _mm_cmpeq_epi8(v, esc)),
+                                   _mm_cmpeq_epi8(v, cr));
+        high |= _mm_movemask_epi8(v);
+        if (_mm_movemask_epi8(bad))
+            return BYTES_UNSAFE | (high ? BYTES_HIGH : 0);
+    }
+    if (high)
+        cls = BYTES_HIGH;
+#else
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    const uint64_t esc = ones * 0x1b, cr = ones * '\r';
     for (; j + 8 <= n; j += 8) {
         uint64_t w;
         memcpy(&w, p + j, 8);
         uint64_t e = w ^ esc, c = w ^ cr;
-        if (((w & top) | ((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
+        if ((((w - ones) & ~w) | ((e - ones) & ~e) | ((c - ones) & ~c)) & highs)
             break;
+        if (w & highs)
+            cls = BYTES_HIGH;
     }
+#endif
     for (; j < n; j++) {
         unsigned char c = p[j];
-        if (c == 0x1b || c == '\r' || c == 0 || (high && c >= 0x80))
-            return 1;
+        if (c >= 0x80)
+            cls |= BYTES_HIGH;
+        else if (c == 0x1b || c == '\r' || c == 0)
+            return cls | BYTES_UNSAFE;
     }
-    return 0;
-}
-
-static inline int
-has_esc_cr_nul(const unsigned char *p, Py_ssize_t n)
-{
-    return has_unsafe(p, n, 0);
+    return cls;
 }
 
 /* No byte >= 0x80, ESC, CR or NUL. */
 static inline int
 plain_ascii(const unsigned char *p, Py_ssize_t n)
 {
-    return !has_unsafe(p, n, 1);
+    return byte_class(p, n) == 0;
 }
 
 static int
@@ -926,8 +954,27 @@ typedef struct {
 enum { HEAD_UNPARSED = -2 };
 typedef struct {
     Head h;
-    int kind; /* parse_head's result, or HEAD_UNPARSED (an ESC, CR or NUL in the line) */
+    int kind;  /* parse_head's result, or HEAD_UNPARSED (an ESC, CR or NUL in the line) */
+    int plain; /* the line is plain_ascii (messages() classified its bytes: no second pass) */
 } HeadRec;
+
+/* The first ']' in b[e:bl], or bl. Sixteen bytes at a time where they are all inside the line:
+   tags are short, so this is one compare instead of a loop that mispredicts where it stops. */
+static inline Py_ssize_t
+find_close(const unsigned char *b, Py_ssize_t e, Py_ssize_t bl)
+{
+#ifdef __SSE2__
+    const __m128i close = _mm_set1_epi8(']');
+    for (; e + 16 <= bl; e += 16) {
+        int m = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(b + e)), close));
+        if (m)
+            return e + __builtin_ctz((unsigned)m);
+    }
+#endif
+    while (e < bl && b[e] != ']')
+        e++;
+    return e;
+}
 
 static int
 parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
@@ -956,8 +1003,7 @@ parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
     Py_ssize_t q = 14;
     if (b[q] == '-') {
         Py_ssize_t r = q + 1;
-        while (r < bl && b[r] != ']')
-            r++;
+        r = find_close(b, r, bl);
         if (r >= bl || r == q + 1)
             return HEAD_OTHER;
         h->suffix = h->body + q + 1;
@@ -975,8 +1021,7 @@ parse_head(const unsigned char *p, Py_ssize_t len, Head *h)
         if (r >= bl || b[r] != '[')
             goto run_only;
         Py_ssize_t e = r + 1;
-        while (e < bl && b[e] != ']')
-            e++;
+        e = find_close(b, e, bl);
         if (e >= bl)
             goto run_only;
         if (f == 0) {
@@ -1562,7 +1607,7 @@ Kernel_scan(Kernel *k, PyObject *args)
         if (len < 0)
             len = 0;
         /* Non-ASCII text, escapes and carriage returns: Python's parse and Unicode regexes decide. */
-        if (!plain_ascii(p, len)) {
+        if (heads != NULL ? !heads[i].plain : !plain_ascii(p, len)) {
             reason = STOP_LINE;
             break;
         }
@@ -1808,8 +1853,11 @@ messages(PyObject *module, PyObject *args)
             mstarts[i] = w;
             ok[i] = 0;
             hr[i].kind = HEAD_UNPARSED;
-            if (s >= 0 && len >= 0 && s + len <= data.len && !has_esc_cr_nul(p + s, len)) {
+            hr[i].plain = 0;
+            int cls = s >= 0 && len >= 0 && s + len <= data.len ? byte_class(p + s, len) : BYTES_UNSAFE;
+            if (!(cls & BYTES_UNSAFE)) {
                 Head *h = &hr[i].h;
+                hr[i].plain = cls == 0;
                 hr[i].kind = parse_head(p + s, len, h);
                 if (hr[i].kind != HEAD_OTHER) {
                     memcpy(q + w, p + s + h->message, len - h->message);
@@ -2071,7 +2119,7 @@ line_fields(PyObject *module, PyObject *args)
     const HeadRec *hr = (const HeadRec *)heads.buf + i;
     const unsigned char *p = (const unsigned char *)data.buf + starts[i];
     Py_ssize_t len = starts[i + 1] - 1 - starts[i];
-    if (hr->kind != HEAD_RUN || len < 0 || hr->h.level_len >= 64 || !plain_ascii(p, len)) {
+    if (hr->kind != HEAD_RUN || len < 0 || hr->h.level_len >= 64 || !hr->plain) {
         result = Py_NewRef(Py_None);
         goto done;
     }
