@@ -60,7 +60,14 @@ class FastPath:
         # whether Hyperscan matches it exactly; packed for the C classifier.
         self._roles = bytes(role for role, _ in roles)
         self._patterns = array("H", [max(p, 0) for _, p in roles]).tobytes()
-        self._exact = bytes(scanner.exact)
+        # A pattern's exact hit settles a line only if its ``unless`` is scanned exactly too; an
+        # ``unless`` Hyperscan cannot take exactly is left out of the scan, and then the pattern's
+        # hits are only candidates that Python confirms (``unless`` included).
+        inexact_unless = {p for (role, p), ok in zip(roles, scanner.exact, strict=True) if role == _UNLESS and not ok}
+        self._exact = bytes(
+            ok and not (role == _PATTERN and p in inexact_unless)
+            for (role, p), ok in zip(roles, scanner.exact, strict=True)
+        )
         self._sink = _kernel.HitSink()
         # Levels (upper case, with aliases) a level-only pattern fires on: the kernel leaves such lines.
         self._levels = levels

@@ -92,3 +92,47 @@ def test_every_problem_line_of_a_chunk_is_flagged() -> None:
     flushes = _chunked(records, 2048)
     (issue,) = [i for f in flushes for i in f.issues]
     assert issue.occurrences == len(range(0, 300, 7))
+
+
+@pytest.mark.parametrize(
+    "unless",
+    [
+        r"\x30 zork(?:ed)? failed",  # an escape the single-line rewrite does not take
+        r"(?<![\d.])0 zork(?:ed)? failed",  # a lookbehind: Hyperscan rejects it
+    ],
+)
+def test_an_unless_the_scan_cannot_take_exactly_still_suppresses(tmp_path: Path, unless: str) -> None:
+    """A pattern whose ``unless`` is left out of the batch scan: its hits are confirmed, not settled."""
+    pack = tmp_path / "pack.toml"
+    pack.write_text(
+        f"""
+[[pattern]]
+id = "zork-failed"
+severity = "ERROR"
+regex = '\\bzork(?:ed)? failed\\b'
+unless = '{unless}'
+description = "zorking failed"
+""",
+        encoding="utf-8",
+    )
+    config = load_config(None, {})
+    config.patterns.files = [str(pack)]
+    lines = [f"[251103-081522] [Ann-Lee] [op] [INFO] processed lead {i} for stream 1" for i in range(200)]
+    for i in range(5, 200, 10):  # zero-failure summaries: suppressed by the unless
+        lines[i] = f"[251103-081522] [Ann-Lee] [op] [INFO] round {i}: 0 zork failed"
+    lines[101] = "[251103-081522] [Ann-Lee] [op] [INFO] round 101: 3 zorked failed"
+    records = [RawRecord(t, "s", 1_700_000_000.0 + i, i + 1) for i, t in enumerate(lines)]
+
+    def run(chunk: int | None) -> list[RunFlush]:
+        triage = Triage(config)
+        assert triage._fast is not None
+        if chunk is None:
+            out = [f for r in records for f in triage.process(r)]
+        else:
+            out = [f for i in range(0, len(records), chunk) for f in triage.process_chunk(records[i : i + chunk])]
+        return out + triage.flush_all(EndReason.EOF)
+
+    chunked = run(2048)
+    (issue,) = [i for f in chunked for i in f.issues if i.pattern_id == "zork-failed"]
+    assert issue.message == "round 101: 3 zorked failed" and issue.occurrences == 1
+    assert _summary(chunked) == _summary(run(None))
