@@ -1993,11 +1993,15 @@ enum { ROLE_FULL = 0, ROLE_PATTERN = 1, ROLE_UNLESS = 2 };
  * the messages' own line index.
  * roles[id]: ROLE_FULL (completion markers: the line takes the full path), ROLE_PATTERN (a pattern's
  * expression) or ROLE_UNLESS (its exclusion, matched exactly). patterns[id]: the pattern index
- * (uint16). exact[id]: Hyperscan matches the expression exactly.
- * A line with an exact hit of a pattern is FLAG_FULL unless the same pattern's exclusion matched
- * too; an inexact hit makes the line FLAG_CAND. (line, pattern) pairs: `candidates` may match,
- * `matched` do (exact hit, no exclusion); together, all a scanned message can match.
+ * (uint16). exact[id]: EXACT_NO when Hyperscan may report more than the expression matches,
+ * EXACT_TEXT when it matches exactly but the pattern also has level conditions, EXACT_SETTLES when
+ * an exact hit alone means the pattern fires.
+ * A line with an exact hit of a pattern is FLAG_FULL (EXACT_TEXT: FLAG_CAND, the level is checked in
+ * Python) unless the same pattern's exclusion matched too; an inexact hit makes the line FLAG_CAND.
+ * (line, pattern) pairs: `candidates` may match, `matched` do (exact hit, no exclusion; their level
+ * conditions aside); together, all a scanned message can match.
  */
+enum { EXACT_NO = 0, EXACT_SETTLES = 1, EXACT_TEXT = 2 };
 static PyObject *
 classify(PyObject *module, PyObject *args)
 {
@@ -2008,6 +2012,7 @@ classify(PyObject *module, PyObject *args)
     HitSink *sink = (HitSink *)sink_obj;
     PyObject *flags = NULL, *cands = NULL, *exacts = NULL, *result = NULL;
     unsigned long long *found = NULL, *excluded = NULL;
+    unsigned char *found_flag = NULL;
     const Py_ssize_t *starts = index.buf;
     Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
     Py_ssize_t nroles = roles.len;
@@ -2019,8 +2024,9 @@ classify(PyObject *module, PyObject *args)
     cands = PyList_New(0);
     exacts = PyList_New(0);
     found = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
+    found_flag = PyMem_Malloc(sink->n + 1);
     excluded = PyMem_Malloc((sink->n + 1) * sizeof(unsigned long long));
-    if (flags == NULL || cands == NULL || exacts == NULL || found == NULL || excluded == NULL) {
+    if (flags == NULL || cands == NULL || exacts == NULL || found == NULL || found_flag == NULL || excluded == NULL) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
@@ -2041,7 +2047,8 @@ classify(PyObject *module, PyObject *args)
             fl[line] |= FLAG_FULL | FLAG_MARKER;
             break;
         case ROLE_PATTERN:
-            if (ex[hit.id]) {
+            if (ex[hit.id] != EXACT_NO) {
+                found_flag[nfound] = ex[hit.id] == EXACT_TEXT ? FLAG_CAND : FLAG_FULL;
                 found[nfound++] = key;
             } else {
                 fl[line] |= FLAG_CAND;
@@ -2063,7 +2070,7 @@ classify(PyObject *module, PyObject *args)
     for (Py_ssize_t j = 0; j < nfound; j++) {
         if (nexcluded && bsearch(&found[j], excluded, nexcluded, sizeof(unsigned long long), cmp_u64))
             continue;
-        fl[found[j] >> 16] |= FLAG_FULL;
+        fl[found[j] >> 16] |= found_flag[j];
         PyObject *pair = Py_BuildValue("(nH)", (Py_ssize_t)(found[j] >> 16), (unsigned short)(found[j] & 0xffff));
         if (pair == NULL || PyList_Append(exacts, pair) < 0) {
             Py_XDECREF(pair);
@@ -2077,6 +2084,7 @@ done:
     Py_XDECREF(cands);
     Py_XDECREF(exacts);
     PyMem_Free(found);
+    PyMem_Free(found_flag);
     PyMem_Free(excluded);
     PyBuffer_Release(&index);
     PyBuffer_Release(&roles);

@@ -45,27 +45,41 @@ def native_available() -> bool:
 
 
 _FULL, _PATTERN, _UNLESS = 0, 1, 2  # what a scanner expression stands for
+# How far an exact hit goes (as _kernel.classify reads them): not exact; the pattern fires; the text
+# matches but the pattern's level conditions are still to be checked.
+_EXACT_NO, _EXACT_SETTLES, _EXACT_TEXT = 0, 1, 2
 _NUMBER_GROUP = re.compile(r"\((?:\\d|\[0-9\])\+\)\Z")
 
 
 class FastPath:
     """Batch classification for the default line format."""
 
-    def __init__(self, scanner: ChunkScanner, roles: list[tuple[int, int]], levels: tuple[bytes, ...]) -> None:
+    def __init__(
+        self,
+        scanner: ChunkScanner,
+        roles: list[tuple[int, int]],
+        levels: tuple[bytes, ...],
+        levelled: set[int] | None = None,
+    ) -> None:
         if len(roles) > 65535:
             raise ValueError("too many expressions for the fast path")
         self._scanner = scanner
         # Expression id → role (a pattern's own expression, its ``unless``, or an expression —
         # levels, markers, escapes — whose lines always take the full path), pattern index, and
-        # whether Hyperscan matches it exactly; packed for the C classifier.
+        # how far Hyperscan's hit can be trusted (``_EXACT_*``); packed for the C classifier.
         self._roles = bytes(role for role, _ in roles)
         self._patterns = array("H", [max(p, 0) for _, p in roles]).tobytes()
         # A pattern's exact hit settles a line only if its ``unless`` is scanned exactly too; an
         # ``unless`` Hyperscan cannot take exactly is left out of the scan, and then the pattern's
         # hits are only candidates that Python confirms (``unless`` included).
         inexact_unless = {p for (role, p), ok in zip(roles, scanner.exact, strict=True) if role == _UNLESS and not ok}
+        levelled = levelled or set()
         self._exact = bytes(
-            ok and not (role == _PATTERN and p in inexact_unless)
+            _EXACT_NO
+            if not ok or (role == _PATTERN and p in inexact_unless)
+            else _EXACT_TEXT
+            if role == _PATTERN and p in levelled
+            else _EXACT_SETTLES
             for (role, p), ok in zip(roles, scanner.exact, strict=True)
         )
         self._sink = _kernel.HitSink()
@@ -80,23 +94,26 @@ class FastPath:
         expressions: list[tuple[str, bool, str]] = []  # (regex, caseless, scanner mode)
         roles: list[tuple[int, int]] = []
         levels: set[str] = set()
+        levelled: set[int] = set()  # patterns with level conditions
         for index, spec in enumerate(patterns.specs):
             if not spec.regex:
                 levels.update(spec.levels or ())
                 continue
             caseless = not spec.case_sensitive
             rx: str | None = spec.regex
-            # An exact hit settles a line without Python only for patterns that need nothing but the
-            # text: no level conditions; a min_value only on a trailing (\d+).
-            exact = spec.levels is None and not spec.not_levels
+            # An exact hit settles a line without Python for patterns that need nothing but the text;
+            # with level conditions it still spares Python the regex (the level is checked there). A
+            # min_value is matched exactly only on a trailing (\d+).
             minimum = patterns.min_value(index)
-            if exact and minimum is not None:
+            if minimum is not None:
                 group = _NUMBER_GROUP.search(spec.regex)
                 number = at_least(group.group(0), minimum) if group and spec.regex.count("(") == 1 else None
                 rx = spec.regex[: group.start()] + number if group and number else None
-            if exact and rx is not None:
+            if rx is not None:
                 expressions.append((rx, caseless, "exact"))
                 roles.append((_PATTERN, index))
+                if spec.levels is not None or spec.not_levels:
+                    levelled.add(index)
                 if spec.unless:
                     expressions.append((spec.unless, caseless, "subset"))
                     roles.append((_UNLESS, index))
@@ -107,7 +124,7 @@ class FastPath:
         roles += [(_FULL, -1)] * (len(expressions) - len(roles))
         names = set(levels) | {alias for alias, target in LEVEL_ALIASES.items() if target in levels}
         try:
-            return cls(ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)))
+            return cls(ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)), levelled)
         except ValueError:
             return None
 

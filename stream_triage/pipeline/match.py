@@ -133,13 +133,17 @@ class PatternSet:
         """Confirm candidates and return the worst matching pattern, or ``None``.
 
         ``candidates`` (pattern indexes, in pack order) replaces the per-message prefilter when the
-        caller already scanned a whole chunk; those in ``matched`` are known to match (an exact scan
-        found them and not their ``unless``) and are not confirmed again.
+        caller already scanned a whole chunk; those in ``matched`` are known to match the text (an
+        exact scan found them and not their ``unless``): only their level conditions are checked.
         """
         compiled = self._compiled
         found: list[int] = []
         for i in self.candidates(message) if candidates is None else candidates:
-            if (matched is not None and i in matched) or self._confirm(compiled[i], message, level):
+            c = compiled[i]
+            if matched is not None and i in matched:
+                if _level_ok(c.spec, level):
+                    found.append(i)
+            elif self._confirm(c, message, level):
                 found.append(i)
         if level is not None:
             for i in self._by_level.get(level, ()):
@@ -163,12 +167,7 @@ class PatternSet:
 
     def _confirm(self, c: _Compiled, message: str, level: str | None) -> bool:
         spec = c.spec
-        if level is not None:
-            if spec.levels is not None and level not in spec.levels:
-                return False
-            if level in spec.not_levels:
-                return False
-        elif spec.levels is not None:
+        if not _level_ok(spec, level):
             return False
         assert c.search is not None
         try:
@@ -186,6 +185,13 @@ class PatternSet:
             # A pathological pattern on a pathological line: treat as no match rather than stall.
             self.timeouts[spec.id] = self.timeouts.get(spec.id, 0) + 1
             return False
+
+
+def _level_ok(spec: PatternSpec, level: str | None) -> bool:
+    """Whether a line at ``level`` meets the pattern's level conditions (its text aside)."""
+    if level is None:
+        return spec.levels is None
+    return (spec.levels is None or level in spec.levels) and level not in spec.not_levels
 
 
 def _build_hyperscan(compiled: list[_Compiled], text: list[int]) -> tuple[object | None, list[int]]:

@@ -46,6 +46,13 @@ _METADATA_LINES = 100  # run type / stream are announced at a run's start; later
 _TICK_EVERY_S = 1.0
 _CHUNK = 2048  # records per fast-path chunk
 _NAN = float("nan")
+
+
+class _Unknown:
+    """A line's match not looked for yet (``None`` says it has none)."""
+
+
+_UNKNOWN = _Unknown()
 _MASK_CACHE = 4096
 _STOP_END, _STOP_LINE, _STOP_EVENT, _STOP_TICK = 0, 1, 2, 3  # why the kernel's scan returned (_kernel.c)
 
@@ -263,6 +270,7 @@ class Triage:
                         record = _record_at(data, starts, pos, names, source_of, ts, first_position)
                     line = parse(record)
                 known = sure = marker = None
+                found: Match | _Unknown | None = _UNKNOWN
                 if scanned[pos] and line.message.isascii():
                     # The batch scan found every pattern that can match this message.
                     sure = matched.get(pos)
@@ -272,11 +280,13 @@ class Triage:
                     else:
                         known = sorted(maybe.union(sure) if sure else maybe)
                     # Confirm just the candidates: most turn out not to match ("0 failed" summaries).
-                    if flags[pos] == FLAG_CAND and match(line.message, line.level, known) is None:
-                        flags[pos] = 0
-                        continue
+                    if flags[pos] == FLAG_CAND:
+                        found = match(line.message, line.level, known, sure)
+                        if found is None:
+                            flags[pos] = 0
+                            continue
                     marker = bool(flags[pos] & FLAG_MARKER)
-                out = process_line(line, now, known, sure, marker)
+                out = process_line(line, now, known, sure, marker, found)
                 if out:
                     flushes.extend(out)
                 pos += 1
@@ -306,10 +316,12 @@ class Triage:
         candidates: list[int] | None = None,
         matched: set[int] | None = None,
         marker: bool | None = None,
+        found: Match | _Unknown | None = _UNKNOWN,
     ) -> list[RunFlush]:
         """Feed one parsed line. ``candidates``: the only patterns that can match its message, when a
         scan of its batch already found them; ``matched``: those of them known to match; ``marker``:
-        whether that scan found a completion marker may be in it (``None``: not known)."""
+        whether that scan found a completion marker may be in it (``None``: not known); ``found``: the
+        line's match when the caller already confirmed it."""
         self.lines_processed += 1
         t = now if now is not None else line.ts
         if t is not None and t > self.now:
@@ -342,7 +354,10 @@ class Triage:
             run.note_client(line.run_suffix or line.client)
             if run.checked_lines < _METADATA_LINES:
                 self._observe_metadata(run, line)
-        match = self.patterns.match(line.message, line.level, candidates, matched)
+        if isinstance(found, _Unknown):
+            match = self.patterns.match(line.message, line.level, candidates, matched)
+        else:
+            match = found
         collector = None
         if match is not None:
             self.lines_matched += 1

@@ -136,3 +136,17 @@ description = "zorking failed"
     (issue,) = [i for f in chunked for i in f.issues if i.pattern_id == "zork-failed"]
     assert issue.message == "round 101: 3 zorked failed" and issue.occurrences == 1
     assert _summary(chunked) == _summary(run(None))
+
+
+def test_an_exact_hit_of_a_pattern_with_level_conditions_still_checks_the_level() -> None:
+    """"retrying" fires at WARN, not at INFO: the batch scan's exact hit spares the regex, not the level."""
+    lines = [f"[251103-081522] [Ann-Lee] [op] [INFO] processed lead {i} for stream 1" for i in range(300)]
+    for i in range(3, 300, 6):
+        level = "WARN" if i % 4 == 1 else "INFO"
+        lines[i] = f"[251103-081522] [Ann-Lee] [op] [{level}] Airtable call {i} failed, retrying in 5 s"
+    records = [RawRecord(t, "s", 1_700_000_000.0 + i, i + 1) for i, t in enumerate(lines)]
+    chunked = _chunked(records, 2048)
+    (issue,) = [i for f in chunked for i in f.issues]
+    assert issue.pattern_id == "retrying"
+    assert issue.occurrences == sum(1 for i in range(3, 300, 6) if i % 4 == 1)
+    assert _summary(chunked) == _summary(_one_by_one(records))
