@@ -170,11 +170,13 @@ ring_get(const RunState *self, Py_ssize_t slot, unsigned char *out)
 static int
 ring_grow(RunState *self, Py_ssize_t need)
 {
-    /* The first line sizes the buffer for a full ring of lines like it (a run's lines are much
-       alike), so a ring usually fills without copies; after that it grows by half. */
+    /* The first line sizes the buffer for a full ring of lines like it, or of 192-byte lines if it
+       is shorter (a run's first line is often a short "Starting …"; its structured lines run
+       120-200 bytes), so a ring usually fills without a copy to a bigger buffer; after that it
+       grows by half. */
     Py_ssize_t size = need + need / 2;
     if (self->bufcap == 0) {
-        Py_ssize_t guess = self->cap * (need + 32);
+        Py_ssize_t guess = self->cap * (need + 32 > 192 ? need + 32 : 192);
         size = guess > 65536 ? 65536 : guess;
         if (size < need)
             size = need;
