@@ -24,6 +24,8 @@
 #endif
 
 enum { FLAG_FULL = 1, FLAG_CAND = 2, FLAG_MARKER = 4 };
+enum { BYTES_UNSAFE = 1, BYTES_HIGH = 2 };
+static inline int byte_class(const unsigned char *p, Py_ssize_t n);
 enum { STOP_END = 0, STOP_LINE = 1, STOP_EVENT = 2, STOP_TICK = 3 };
 
 /* ------------------------------------------------------------------------------------ RunState */
@@ -439,21 +441,6 @@ static PyGetSetDef RunState_getset[] = {
 
 /* Lines with serial numbers [lo, hi) as a list of str; the caller checked they are in the ring. */
 static PyObject *
-ring_range(RunState *self, Py_ssize_t lo, Py_ssize_t hi)
-{
-    Py_ssize_t first = self->serial - self->len; /* serial of the oldest line in the ring */
-    PyObject *out = PyList_New(hi > lo ? hi - lo : 0);
-    for (Py_ssize_t s = lo; out != NULL && s < hi; s++) {
-        PyObject *v = ring_str(self, (self->head + (s - first)) % self->cap);
-        if (v == NULL)
-            Py_CLEAR(out);
-        else
-            PyList_SET_ITEM(out, s - lo, v);
-    }
-    return out;
-}
-
-static PyObject *
 RunState_context(RunState *self, PyObject *args)
 {
     Py_ssize_t at, wanted;
@@ -467,23 +454,80 @@ RunState_context(RunState *self, PyObject *args)
     }
     Py_ssize_t lo = at - self->keep < first ? first : at - self->keep;
     Py_ssize_t hi = at + 1 + wanted < self->serial ? at + 1 + wanted : self->serial;
-    PyObject *before = ring_range(self, lo, at);
-    PyObject *line = before == NULL ? NULL : ring_str(self, (self->head + (at - first)) % self->cap);
-    PyObject *after = line == NULL ? NULL : ring_range(self, at + 1, hi);
-    if (after == NULL) {
-        Py_XDECREF(before);
-        Py_XDECREF(line);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t s = lo; s < hi; s++)
+        total += self->loff[2 * ((self->head + (s - first)) % self->cap) + 1];
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, total);
+    PyObject *lens = PyBytes_FromStringAndSize(NULL, (hi - lo) * (Py_ssize_t)sizeof(uint32_t));
+    if (blob == NULL || lens == NULL) {
+        Py_XDECREF(blob);
+        Py_XDECREF(lens);
         return NULL;
     }
-    return Py_BuildValue("(NNN)", before, line, after);
+    unsigned char *w = (unsigned char *)PyBytes_AS_STRING(blob);
+    uint32_t *len = (uint32_t *)PyBytes_AS_STRING(lens);
+    for (Py_ssize_t s = lo; s < hi; s++) {
+        Py_ssize_t slot = (self->head + (s - first)) % self->cap;
+        ring_get(self, slot, w);
+        w += self->loff[2 * slot + 1];
+        len[s - lo] = self->loff[2 * slot + 1];
+    }
+    return Py_BuildValue("(NNn)", blob, lens, at - lo);
+}
+
+/*
+ * render_context(blob, lens, at) -> list of str: the lines RunState.context() packed, the one at
+ * index `at` prefixed ">> " and the others "   " (ContextCollector.render).
+ */
+static PyObject *
+render_context(PyObject *module, PyObject *args)
+{
+    Py_buffer blob, lens;
+    Py_ssize_t at;
+    if (!PyArg_ParseTuple(args, "y*y*n", &blob, &lens, &at))
+        return NULL;
+    Py_ssize_t n = lens.len / (Py_ssize_t)sizeof(uint32_t);
+    const uint32_t *len = lens.buf;
+    const unsigned char *p = blob.buf;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        total += len[i];
+    PyObject *out = total == blob.len ? PyList_New(n) : NULL;
+    if (out == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "render_context(): lens do not add up to the blob");
+    for (Py_ssize_t i = 0; out != NULL && i < n; p += len[i], i++) {
+        const char *prefix = i == at ? ">> " : "   ";
+        PyObject *v;
+        if (byte_class(p, len[i]) == 0) { /* plain ASCII; the rest is decoded */
+            v = PyUnicode_New(len[i] + 3, 127);
+            if (v != NULL) {
+                memcpy(PyUnicode_1BYTE_DATA(v), prefix, 3);
+                memcpy(PyUnicode_1BYTE_DATA(v) + 3, p, len[i]);
+            }
+        } else {
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)p, len[i], "surrogatepass");
+            PyObject *pre = text == NULL ? NULL : PyUnicode_FromString(prefix);
+            v = pre == NULL ? NULL : PyUnicode_Concat(pre, text);
+            Py_XDECREF(text);
+            Py_XDECREF(pre);
+        }
+        if (v == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, v);
+    }
+    PyBuffer_Release(&blob);
+    PyBuffer_Release(&lens);
+    return out;
 }
 
 static PyMethodDef RunState_methods[] = {
     {"add_line", (PyCFunction)RunState_add_line, METH_O,
      "Append a (truncated) line to the ring (collectors due first take their lines from it)."},
     {"context", (PyCFunction)RunState_context, METH_VARARGS,
-     "context(at, wanted) -> (before, line, after): line `at` (a serial number), up to `capacity` "
-     "lines before it and up to `wanted` after it, as far as the ring holds them."},
+     "context(at, wanted) -> (blob, lens, index): line `at` (a serial number), up to `capacity` "
+     "lines before it and up to `wanted` after it, as far as the ring holds them: their bytes "
+     "(UTF-8, surrogatepass) end to end, their lengths (uint32), and the index of line `at`."},
     {NULL}};
 
 static PyTypeObject RunStateType = {
@@ -807,8 +851,6 @@ parse_iso_z(const unsigned char *p, Py_ssize_t n, double *out)
     *out = i > 19 ? base + frac : base;
     return i + 1;
 }
-
-enum { BYTES_UNSAFE = 1, BYTES_HIGH = 2 };
 
 /* What p[:n] holds: BYTES_UNSAFE for an ESC, CR or NUL byte, BYTES_HIGH for a byte >= 0x80. Sixteen
    bytes at a time with SSE2 (every x86-64 has it), else eight with word tricks; a word that may hold
@@ -2174,6 +2216,8 @@ static PyMethodDef module_methods[] = {
      "index_lines(data) -> bytes: start offsets (native ssize_t) of each line and one past the end."},
     {"classify", classify, METH_VARARGS,
      "classify(sink, index, roles, patterns, exact) -> (flags, candidates, matched): per-line flags from hits."},
+    {"render_context", render_context, METH_VARARGS,
+     "render_context(blob, lens, at) -> list of str: RunState.context()'s lines, line `at` marked \">> \"."},
     {"messages", messages, METH_VARARGS,
      "messages(data, index) -> (messages, index, scanned): each line's message, newline-terminated."},
     {NULL}};

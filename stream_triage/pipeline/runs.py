@@ -7,6 +7,7 @@ by fixed caps.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ class ContextCollector:
     enough lines for the whole context, and the lines are copied out once (``freeze``) — when the
     ring would start losing them, or when the context is rendered — instead of appended one by one.
     Most collectors are dropped unread (repeats of an issue the run already has) and copy nothing.
+    Frozen, the lines stay packed as the ring held them (``RunState.context``): one bytes object,
+    not a str each, until they are rendered.
     """
 
-    before: list[str]
-    line: str
-    after: list[str] = field(default_factory=list)
+    blob: bytes = b""  # the lines' bytes end to end (UTF-8, surrogatepass)
+    lens: bytes = b""  # their lengths (uint32)
+    index: int = 0  # which of them is the matched line
     wanted: int = 25
     run: RunState | None = None  # set while the lines are still only in the run's ring
     at: int = 0  # the matched line's serial number in ``run``
@@ -39,22 +42,63 @@ class ContextCollector:
     def pending(cls, run: RunState, wanted: int) -> ContextCollector:
         """A collector for the line ``run`` is about to add, reading its context from the ring."""
         at = run.serial
-        return cls([], "", [], wanted, run, at, at + wanted + 1)
+        return cls(b"", b"", 0, wanted, run, at, at + wanted + 1)
+
+    @classmethod
+    def of_lines(cls, before: list[str], line: str) -> ContextCollector:
+        """A collector holding the given lines (no after-context)."""
+        blob, lens = pack_lines([*before, line])
+        return cls(blob, lens, len(before), 0)
 
     def freeze(self) -> None:
         """Copy the lines out of the ring (no-op once done)."""
         run = self.run
         if run is not None:
-            self.before, self.line, self.after = run.context(self.at, self.wanted)
+            self.blob, self.lens, self.index = run.context(self.at, self.wanted)
             self.run = None
+
+    def lines(self) -> list[str]:
+        """Every line: before, the matched one, after."""
+        self.freeze()
+        return unpack_lines(self.blob, self.lens)
+
+    @property
+    def before(self) -> list[str]:
+        """The lines before the matched one."""
+        return self.lines()[: self.index]
+
+    @property
+    def line(self) -> str:
+        """The matched line."""
+        return self.lines()[self.index]
+
+    @property
+    def after(self) -> list[str]:
+        """The lines after the matched one."""
+        return self.lines()[self.index + 1 :]
 
     def render(self) -> list[str]:
         """Context lines with the matching line marked ``>> `` and the others indented alike."""
         self.freeze()
-        out = ["   " + s for s in self.before]
-        out.append(">> " + self.line)
-        out.extend("   " + s for s in self.after)
-        return out
+        if _render_context is not None:
+            return _render_context(self.blob, self.lens, self.index)
+        lines = unpack_lines(self.blob, self.lens)
+        return [(">> " if i == self.index else "   ") + s for i, s in enumerate(lines)]
+
+
+def pack_lines(lines: list[str]) -> tuple[bytes, bytes]:
+    """Lines as ``RunState.context`` packs them: their UTF-8 bytes end to end, and their lengths."""
+    encoded = [s.encode("utf-8", "surrogatepass") for s in lines]
+    return b"".join(encoded), array("I", [len(e) for e in encoded]).tobytes()
+
+
+def unpack_lines(blob: bytes, lens: bytes) -> list[str]:
+    """The lines ``pack_lines`` (or ``RunState.context``) packed."""
+    out, pos = [], 0
+    for n in memoryview(lens).cast("I"):
+        out.append(blob[pos : pos + n].decode("utf-8", "surrogatepass"))
+        pos += n
+    return out
 
 
 @dataclass(slots=True)
@@ -129,14 +173,16 @@ class _PyRunState:
         """The context ring, oldest line first (a copy)."""
         return list(self._ring)[-self._keep :] if self._keep else []
 
-    def context(self, at: int, wanted: int) -> tuple[list[str], str, list[str]]:
-        """Line ``at`` (a serial number), up to ``capacity`` lines before it and ``wanted`` after it."""
+    def context(self, at: int, wanted: int) -> tuple[bytes, bytes, int]:
+        """Line ``at`` (a serial number), up to ``capacity`` lines before it and ``wanted`` after it,
+        packed (``pack_lines``), and the index of line ``at`` among them."""
         first = self.serial - len(self._ring)
         if not first <= at < self.serial or wanted < 0:
             raise IndexError(f"line {at} is not in the ring (it holds {first} to {self.serial - 1})")
         lines = list(self._ring)
         i = at - first
-        return lines[max(0, i - self._keep) : i], lines[i], lines[i + 1 : i + 1 + wanted]
+        lo = max(0, i - self._keep)
+        return (*pack_lines(lines[lo : i + 1 + wanted]), i - lo)
 
     def add_line(self, text: str) -> None:
         """Append a (truncated) line to the ring (collectors due first take their lines from it)."""
@@ -192,9 +238,11 @@ class _PyRunOrder:
 
 try:  # the compiled kernel's versions, which its per-line loop updates directly
     from stream_triage.pipeline._kernel import RunOrder, RunState
+    from stream_triage.pipeline._kernel import render_context as _render_context
 except ImportError:  # pragma: no cover - exercised only where the extension could not be built
     RunState = _PyRunState  # type: ignore[misc,assignment]
     RunOrder = _PyRunOrder  # type: ignore[misc,assignment]
+    _render_context = None
 
 
 class RunBuffer(RunState):  # type: ignore[misc,valid-type]

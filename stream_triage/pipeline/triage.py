@@ -586,7 +586,7 @@ class Triage:
         match = Match(RUN_INCOMPLETE, Severity.CRITICAL, (RUN_INCOMPLETE,))
         fp = fingerprint(RUN_INCOMPLETE, run.run_type or "other", None)
         line = LogLine(text=message, message=message, source=run.source, position=0, ts=run.last_ts)
-        collector = ContextCollector(list(run.ring)[:-1], last, wanted=0) if last else None
+        collector = ContextCollector.of_lines(list(run.ring)[:-1], last) if last else None
         run.issues[fp] = IssueAccumulator(
             fingerprint=fp,
             match=match,

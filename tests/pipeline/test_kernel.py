@@ -352,3 +352,19 @@ def test_line_fields_parse_as_the_line_parser_does(seed: int) -> None:
         got = _line_of(fields, names, source_of, envelope, 1, i)
         assert got == parser(RawRecord(text, source, ts, i + 1)), text
     assert vouched > 500
+
+
+def test_packed_context_renders_as_its_lines_do() -> None:
+    """The C renderer of packed context lines against the lines themselves: ASCII, UTF-8, escapes
+    and carriage returns before UTF-8, lone surrogates, empty and long lines."""
+    from stream_triage.pipeline._kernel import render_context
+
+    from stream_triage.pipeline.runs import pack_lines, unpack_lines
+
+    lines = ["plain", "", "é 🎉", "\x1b[31mred é\x1b[0m", "cr\r then é", "x" * 600, "lone \udcff surrogate"]
+    blob, lens = pack_lines(lines)
+    assert unpack_lines(blob, lens) == lines
+    for at in range(len(lines)):
+        assert render_context(blob, lens, at) == [(">> " if i == at else "   ") + s for i, s in enumerate(lines)]
+    with pytest.raises(ValueError, match="do not add up"):
+        render_context(blob[:-1], lens, 0)
