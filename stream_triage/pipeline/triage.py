@@ -497,7 +497,9 @@ class Triage:
         masked = self._masked.get(key)
         if masked is None:
             # Repeated errors repeat their message: masking (a dozen regexes) is worth remembering.
-            masked = mask_message(message, [n for n in (line.client, line.run_suffix) if n])
+            client, suffix = line.client, line.run_suffix
+            # A client run's suffix usually is its client tag too: masked once.
+            masked = mask_message(message, [n for n in (client, suffix if suffix != client else None) if n])
             if len(self._masked) >= _MASK_CACHE:
                 self._masked.clear()
             self._masked[key] = masked
