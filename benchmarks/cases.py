@@ -32,7 +32,7 @@ def _corpus(workdir: Path, lines: int, **kw: Any) -> Path:
     # only a few hundred MB of it and drop a corpus between cases, and the first sample of a case
     # then measured the disk (up to 40 MB read, ~20 % slower) instead of the pipeline.
     with path.open("rb") as fh:
-        while fh.read(1 << 24):
+        while fh.read(1 << 20):
             pass
     return path
 
