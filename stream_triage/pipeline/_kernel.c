@@ -980,6 +980,24 @@ ring_line(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
 }
 
 
+/* ring_line for a line of valid UTF-8: truncated, like the str, after `chars` characters. */
+static int
+ring_line_utf8(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
+{
+    if (n <= chars)
+        return ring_line(run, p, n, chars);
+    Py_ssize_t seen = 0, cut = 0;
+    for (; cut < n; cut++) {
+        if ((p[cut] & 0xc0) != 0x80 && seen++ == chars)
+            break;
+    }
+    if (cut == n)
+        return ring_line(run, p, n, n);
+    if (run->ncoll > 0 && run->serial >= run->due && freeze_due(run) < 0)
+        return -1;
+    return ring_push(run, p, cut, (const unsigned char *)"\xe2\x80\xa6", 3); /* "…" */
+}
+
 /*
  * What parse.LineParser makes of the head of a line, for lines in the default format. Offsets are
  * from the line's start. HEAD_OTHER: a form the kernel leaves to Python (a non-run [tag], a time
@@ -999,8 +1017,13 @@ enum { HEAD_UNPARSED = -2 };
 typedef struct {
     Head h;
     int kind;  /* parse_head's result, or HEAD_UNPARSED (an ESC, CR or NUL in the line) */
-    int plain; /* the line is plain_ascii (messages() classified its bytes: no second pass) */
+    int plain; /* PLAIN_* (messages() classified its bytes: no second pass) */
 } HeadRec;
+
+/* HeadRec.plain: the line holds a byte >= 0x80 or an ESC, CR or NUL; it is plain ASCII; it is a run
+   line whose non-ASCII characters are all symbols in its message, valid UTF-8 (the kernel takes
+   those too, its ring keeping their bytes and its truncation counting characters). */
+enum { PLAIN_NO = 0, PLAIN_ASCII = 1, PLAIN_SYMBOLS = 2 };
 
 /* The first ']' in b[e:bl], or bl. Sixteen bytes at a time where they are all inside the line:
    tags are short, so this is one compare instead of a loop that mispredicts where it stops. */
@@ -1715,7 +1738,8 @@ Kernel_scan(Kernel *k, PyObject *args)
                 stop_t = isnan(k->now) ? ts : k->now;
                 break;
             }
-            if (ring_line(run, b, bl, chars) < 0) {
+            if ((heads != NULL && heads[i].plain == PLAIN_SYMBOLS ? ring_line_utf8(run, b, bl, chars)
+                                                                  : ring_line(run, b, bl, chars)) < 0) {
                 failed = 1;
                 break;
             }
@@ -1862,6 +1886,87 @@ index_lines(PyObject *module, PyObject *arg)
 }
 
 
+/* Verdicts on non-ASCII code points: does the pattern engine count it as a word or space character?
+   A small direct-mapped cache in front of a Python callable, for one messages() call. */
+typedef struct {
+    PyObject *word_or_space; /* callable(str) -> truthy when the character is \w or \s */
+    uint32_t cp[64];
+    signed char verdict[64]; /* -1: empty slot, 0: neither, 1: word or space */
+} SymbolCache;
+
+/* 1: a symbol (neither word nor space), 0: not, -1: error. */
+static int
+is_symbol(SymbolCache *c, uint32_t cp)
+{
+    int slot = (int)((cp * 2654435761u) >> 26);
+    if (c->verdict[slot] >= 0 && c->cp[slot] == cp)
+        return !c->verdict[slot];
+    PyObject *ch = PyUnicode_FromOrdinal((int)cp);
+    PyObject *r = ch == NULL ? NULL : PyObject_CallOneArg(c->word_or_space, ch);
+    Py_XDECREF(ch);
+    if (r == NULL)
+        return -1;
+    int yes = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (yes < 0)
+        return -1;
+    c->cp[slot] = cp;
+    c->verdict[slot] = (signed char)yes;
+    return !yes;
+}
+
+/*
+ * Write p[:n] (valid UTF-8 required) to out with each non-ASCII character as one \x01 byte, as
+ * PatternSet.candidates rewrites a message for its ASCII scan. Returns the bytes written, -2 when
+ * the text is not strictly valid UTF-8 or holds a non-ASCII word or space character (the pattern
+ * verdicts may then differ from the rewritten text's), -1 on error.
+ */
+static Py_ssize_t
+symbols_to_ascii(const unsigned char *p, Py_ssize_t n, unsigned char *out, SymbolCache *c)
+{
+    Py_ssize_t w = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        unsigned char b = p[i];
+        if (b < 0x80) {
+            out[w++] = b;
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        int k;
+        if (b >= 0xc2 && b <= 0xdf) {
+            cp = b & 0x1f;
+            k = 1;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            cp = b & 0x0f;
+            k = 2;
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            cp = b & 0x07;
+            k = 3;
+        } else {
+            return -2;
+        }
+        if (i + k >= n)
+            return -2;
+        for (int j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return -2;
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        /* overlong forms, UTF-16 surrogates, beyond U+10FFFF: "replace" would decode them otherwise */
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+            return -2;
+        int sym = is_symbol(c, cp);
+        if (sym < 0)
+            return -1;
+        if (!sym)
+            return -2;
+        out[w++] = 0x01;
+        i += k + 1;
+    }
+    return w;
+}
+
 /*
  * messages(data, index) -> (messages, index, scanned): each line's message (after its time prefix,
  * run tag, client, operation and level), one per line, newline-terminated, with its own line index.
@@ -1874,8 +1979,12 @@ static PyObject *
 messages(PyObject *module, PyObject *args)
 {
     Py_buffer data, index;
-    if (!PyArg_ParseTuple(args, "y*y*", &data, &index))
+    SymbolCache cache;
+    cache.word_or_space = Py_None;
+    if (!PyArg_ParseTuple(args, "y*y*|O", &data, &index, &cache.word_or_space))
         return NULL;
+    memset(cache.verdict, -1, sizeof(cache.verdict));
+    int symbols = cache.word_or_space != Py_None;
     Py_ssize_t n = index.len / (Py_ssize_t)sizeof(Py_ssize_t) - 1;
     if (n < 0)
         n = 0;
@@ -1901,11 +2010,25 @@ messages(PyObject *module, PyObject *args)
             int cls = s >= 0 && len >= 0 && s + len <= data.len ? byte_class(p + s, len) : BYTES_UNSAFE;
             if (!(cls & BYTES_UNSAFE)) {
                 Head *h = &hr[i].h;
-                hr[i].plain = cls == 0;
+                hr[i].plain = cls == 0 ? PLAIN_ASCII : PLAIN_NO;
                 hr[i].kind = parse_head(p + s, len, h);
                 if (hr[i].kind != HEAD_OTHER) {
-                    memcpy(q + w, p + s + h->message, len - h->message);
-                    w += len - h->message;
+                    const unsigned char *m = p + s + h->message;
+                    Py_ssize_t mlen = len - h->message, got = -2;
+                    /* A run line whose only non-ASCII characters, all in its message, are symbols
+                       (emoji, arrows, dashes): scanned as PatternSet.candidates would scan it. */
+                    if (cls == BYTES_HIGH && symbols && hr[i].kind == HEAD_RUN && !(byte_class(p + s, h->message) & BYTES_HIGH)) {
+                        got = symbols_to_ascii(m, mlen, q + w, &cache);
+                        if (got == -1)
+                            goto fail;
+                    }
+                    if (got >= 0) {
+                        w += got;
+                        hr[i].plain = PLAIN_SYMBOLS;
+                    } else {
+                        memcpy(q + w, m, mlen);
+                        w += mlen;
+                    }
                     ok[i] = 1;
                 }
             }
@@ -1915,6 +2038,7 @@ messages(PyObject *module, PyObject *args)
         if (_PyBytes_Resize(&out, w) == 0)
             result = PyTuple_Pack(4, out, mindex, scanned, heads);
     }
+fail:
     Py_XDECREF(heads);
     Py_XDECREF(out);
     Py_XDECREF(mindex);
@@ -2171,7 +2295,7 @@ line_fields(PyObject *module, PyObject *args)
     const HeadRec *hr = (const HeadRec *)heads.buf + i;
     const unsigned char *p = (const unsigned char *)data.buf + starts[i];
     Py_ssize_t len = starts[i + 1] - 1 - starts[i];
-    if (hr->kind != HEAD_RUN || len < 0 || hr->h.level_len >= 64 || !hr->plain) {
+    if (hr->kind != HEAD_RUN || len < 0 || hr->h.level_len >= 64 || hr->plain != PLAIN_ASCII) {
         result = Py_NewRef(Py_None);
         goto done;
     }

@@ -15,7 +15,7 @@ import re
 from array import array
 
 from stream_triage.config import DEFAULT_LINE_REGEX, Config
-from stream_triage.pipeline.match import ChunkScanner, PatternSet, at_least
+from stream_triage.pipeline.match import _NAMES_CHARACTERS, ChunkScanner, PatternSet, at_least, word_or_space
 from stream_triage.pipeline.parse import LEVEL_ALIASES
 
 try:
@@ -60,6 +60,7 @@ class FastPath:
         roles: list[tuple[int, int]],
         levels: tuple[bytes, ...],
         levelled: set[int] | None = None,
+        symbols: bool = False,
     ) -> None:
         if len(roles) > 65535:
             raise ValueError("too many expressions for the fast path")
@@ -85,6 +86,9 @@ class FastPath:
         self._sink = _kernel.HitSink()
         # Levels (upper case, with aliases) a level-only pattern fires on: the kernel leaves such lines.
         self._levels = levels
+        # With ``symbols``, messages whose only non-ASCII characters are symbols (emoji, arrows) are
+        # scanned with each as "\x01", as PatternSet.candidates does, and the kernel may take them.
+        self._word_or_space = word_or_space if symbols else None
 
     @classmethod
     def build(cls, config: Config, patterns: PatternSet) -> FastPath | None:
@@ -124,7 +128,12 @@ class FastPath:
         roles += [(_FULL, -1)] * (len(expressions) - len(roles))
         names = set(levels) | {alias for alias, target in LEVEL_ALIASES.items() if target in levels}
         try:
-            return cls(ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)), levelled)
+            symbols = patterns.symbols_scan_as_ascii and not any(
+                _NAMES_CHARACTERS.search(m) for m in config.flush.completion_markers
+            )
+            return cls(
+                ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)), levelled, symbols
+            )
         except ValueError:
             return None
 
@@ -150,7 +159,7 @@ class FastPath:
         """
         sink = self._sink
         sink.clear()
-        messages, index, scanned, heads = _kernel.messages(data, starts)
+        messages, index, scanned, heads = _kernel.messages(data, starts, self._word_or_space)
         self._scanner.scan(messages, sink)
         flags, maybe, sure = _kernel.classify(sink, index, self._roles, self._patterns, self._exact)
         sink.clear()

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - exercised on platforms without a wheel
 _ASCII = regex.compile(r"[\x00-\x7f]+")
 _NON_ASCII = regex.compile(r"[^\x00-\x7f]")
 _WORD_OR_SPACE = regex.compile(r"[\w\s]")
+# For FastPath: is this one character a word or space character to the patterns?
+word_or_space = _WORD_OR_SPACE.match
 _NAMES_CHARACTERS = regex.compile(r"[^\x00-\x7f]|\\[xuUNpPc0-7]")
 _MATCH_CACHE = 4096
 
@@ -93,6 +95,12 @@ class PatternSet:
     def min_value(self, index: int) -> int | None:
         """The resolved ``min_value`` of pattern ``index`` (settings looked up), if it has one."""
         return self._compiled[index].min_value
+
+    @property
+    def symbols_scan_as_ascii(self) -> bool:
+        """Whether a message's symbols (non-ASCII characters that are neither word nor space) may
+        be scanned as ``\\x01``: no pattern names such characters, so no verdict changes."""
+        return not self._unicode_always
 
     @property
     def accelerated(self) -> bool:

@@ -46,6 +46,16 @@ MESSAGES = [
     "\x1b[31mred error\x1b[0m",
     "resumé sent",
     "timeout of 30000ms exceeded",
+    # Symbols only (the kernel takes these when no pattern matches), and their near misses.
+    "✅ Lead rec{n} scored in {n} ms ➜ next",
+    "Queued {n} leads 🚀 for scoring on stream {s}",
+    "— dash {n} – en dash … done",
+    "🎉" * 520 + " a line longer than the context line limit in characters, not in bytes",
+    "✔️ verified {n}",
+    "non\u00a0breaking space {n}",
+    "Cannot read properties of undefined ❌ (reading 'fields')",
+    "Gemini rate limited 🚦 (429 Too Many Requests), retrying in {n} s",
+    "🎉 Batch {n} complete: 0 failed ✅",
 ]
 UNTAGGED = [
     "    at scoreChunk (/opt/render/project/src/services/leadScoring.js:{n}:21)",
@@ -223,6 +233,31 @@ def test_the_kernel_takes_most_lines_of_ordinary_input() -> None:
     assert triage.lines_processed == len(lines)
     assert len(taken) <= 2, [t.text for t in taken]
     assert triage.runs["251103-081522"].ring[-1].endswith("Batch 499 complete: 9 ok, 0 failed")
+
+
+def test_the_kernel_takes_lines_whose_only_non_ascii_characters_are_symbols() -> None:
+    """Emoji and arrows in a message keep a line on the fast path; a letter, a non-ASCII space, a
+    non-ASCII client tag or bytes that are not UTF-8 send it to Python, which decodes as a reader
+    would ("replace")."""
+    head = "[251103-081522-Ann-Lee] [Ann-Lee] [lead_scoring] [INFO] "
+    symbols = [f"{head}✅ Processed lead {i} ➜ scored — 🚀" for i in range(300)]
+    others = [f"{head}résumé {1}", f"{head}non\u00a0breaking", "[251103-081522-Zoë] [Zoë] [op] [INFO] ✅ done"]
+    start = f"{head.replace('lead_scoring', 'smart_resume')}Starting smart resume for stream 1"
+    data = "\n".join([start, *symbols, *others]).encode() + b"\n" + head.encode() + b"bad \xff\xfe bytes \xe2\x9c\n"
+    triage = _triage()
+    taken = []
+    original = triage.process_line
+    triage.process_line = lambda line, *rest: taken.append(line) or original(line, *rest)  # type: ignore[method-assign]
+    triage.process_batch(LineBatch(data, ["s"]))
+    assert triage.lines_processed == len(symbols) + len(others) + 2
+    bad = "bad \ufffd\ufffd bytes \ufffd"
+    assert [t.message for t in taken][1:] == ["résumé 1", "non\u00a0breaking", "✅ done", bad]
+    ring = triage.runs["251103-081522"].ring
+    assert ring[-5] == symbols[-1] and ring[-1].endswith(bad)
+    # The same lines one by one (the Python path throughout) leave the same state.
+    texts = data.decode("utf-8", "replace").splitlines()
+    expected = _one_by_one([RawRecord(t, "s", None, i + 1) for i, t in enumerate(texts)])
+    assert _before_and_after_finish(triage, []) == expected
 
 
 def test_why_the_fast_path_is_off_is_told() -> None:
