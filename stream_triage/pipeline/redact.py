@@ -134,8 +134,17 @@ class Redactor:
         """``[self(t) for t in texts]`` for one-line texts, screened in one Hyperscan pass (a flush
         redacts thousands of context lines; a scan each would dominate its cost)."""
         blob = "\n".join(texts)
-        if self._hs_lines is None or not blob.isascii() or blob.count("\n") != len(texts) - 1:
+        if self._hs_lines is None or blob.count("\n") != len(texts) - 1:
             return [self(t) for t in texts]
+        if not blob.isascii():
+            # The batch screen reasons in ASCII: lines with other characters (emoji in a context,
+            # say) take the exact path one by one, the rest are still screened together.
+            ascii = [i for i, t in enumerate(texts) if t.isascii()]
+            out = [t if t.isascii() else self(t) for t in texts]
+            if ascii:
+                for i, done in zip(ascii, self.many([texts[i] for i in ascii]), strict=True):
+                    out[i] = done
+            return out
         self._line_hits = []
         self._hs_lines.scan(blob.encode("ascii"), match_event_handler=self._on_line_hit)
         out = list(texts)

@@ -45,3 +45,23 @@ def test_extra_patterns_replace_their_match() -> None:
     """Configured extra patterns redact their whole match."""
     r = Redactor([r"\bACME-[0-9]{6}\b"])
     assert r("licence ACME-123456 expired") == f"licence {REDACTED} expired"
+
+
+def test_many_redacts_lines_with_emoji_among_ascii_ones_as_one_by_one() -> None:
+    """Context windows mixing ASCII lines and lines with emoji or accents: each line redacted as
+    ``Redactor()(line)`` would (the ASCII ones still screened together)."""
+    lines = [
+        "password=hunter2 rejected",
+        "✅ Lead scored, token=sk-live-abcdefghijklmnop0123",
+        "plain line without secrets",
+        "résumé for postgres://app:s3cr3tPass@db.internal:5432/leads",
+        "🎉 done",
+        "Authorization: Bearer patAbCdEfGhIjKlMn.0123456789abcdef0123",
+    ]
+    expected = [Redactor()(t) for t in lines]
+    assert Redactor().many(lines) == expected
+    assert expected[1] != lines[1] and expected[3] != lines[3] and expected[4] == lines[4]
+    assert Redactor([r"\bACME-[0-9]{6}\b"]).many(["🎉 ACME-123456", "ACME-654321"]) == [
+        f"🎉 {REDACTED}",
+        REDACTED,
+    ]
