@@ -74,6 +74,12 @@ _SCREEN = (
 
 
 _CACHE_SIZE = 8192
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _is_symbol(c: str) -> bool:
+    """Neither a word nor a space character to ``re`` (which the rules use): emoji, arrows, dashes."""
+    return not (c.isalnum() or c.isspace())
 
 
 def _screen_database(patterns: list[str], every_hit: bool = False) -> object | None:
@@ -176,10 +182,18 @@ class Redactor:
         done = cache.get(text)
         if done is not None:
             return done
-        if self._hs is not None and text.isascii():
+        scan = None
+        if self._hs is not None:
+            if text.isascii():
+                scan = text
+            elif all(_is_symbol(c) for c in set(_NON_ASCII.findall(text))):
+                # Emoji, arrows, dashes: neither word nor space to ``re``, so each as "\x01" leaves
+                # every rule's verdict as it is (no rule names such characters); the screen is ASCII.
+                scan = _NON_ASCII.sub("\x01", text)
+        if scan is not None:
             hits = self._hits
             hits.clear()
-            self._hs.scan(text.encode("ascii"), match_event_handler=self._on_hit)
+            self._hs.scan(scan.encode("ascii"), match_event_handler=self._on_hit)
             done = self._apply(text, sorted(hits))
         else:
             done = self._apply(text, range(len(self._rules)) if self._quick.search(text) is not None else ())

@@ -65,3 +65,23 @@ def test_many_redacts_lines_with_emoji_among_ascii_ones_as_one_by_one() -> None:
         f"🎉 {REDACTED}",
         REDACTED,
     ]
+
+
+def test_lines_with_emoji_are_redacted_as_every_rule_would() -> None:
+    """A line whose only non-ASCII characters are symbols is screened in ASCII; against applying
+    every rule, with secrets next to, around and inside emoji, and lines with letters or spaces
+    that are not ASCII (those take the exact screen)."""
+    r = Redactor()
+    lines = [
+        "✅ token=sk-live-abcdefghijklmnop0123 sent",
+        "password=🔥hunter2🔥 rejected",
+        "🎉 Authorization: Bearer patAbCdEfGhIjKlMn.0123456789abcdef0123 ➜ ok",
+        "—postgres://app:s3cr3tPass@db.internal:5432/leads—",
+        "✔️ GEMINI apiKey=AIzaSyA1234567890abcdefghijklmnopqrstuv",
+        "résumé password=hunter2",
+        "non\u00a0breaking\u00a0password=hunter2",
+        "🎉 nothing secret here ✅",
+    ]
+    for line in lines:
+        assert r(line) == r._apply(line, range(len(r._rules))), line
+    assert "hunter2" not in r(lines[1]) and r(lines[-1]) == lines[-1]
