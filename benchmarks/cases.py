@@ -61,14 +61,14 @@ def baseline(workdir: Path, scale: float) -> Result:
     return {"lines": n, "seconds": time.perf_counter() - start, "issues": len(issues)}
 
 
-def replay(workdir: Path, scale: float, lines: int = 1_000_000, runs: int = 40) -> Result:
+def replay(workdir: Path, scale: float, lines: int = 1_000_000, runs: int = 40, emoji: float = 0.0) -> Result:
     """parse → route → match → context → fingerprint → SQLite store, input streamed from a file."""
     from stream_triage.session import TriageSession
     from stream_triage.sinks.sqlite import IssueStore
     from stream_triage.sources.files import read_inputs
 
     n = int(lines * scale)
-    path = _corpus(workdir, n, runs=runs)
+    path = _corpus(workdir, n, runs=runs, **({"emoji": emoji} if emoji else {}))
     config = _config(workdir)
     store = IssueStore(config.store.path)
     session = TriageSession(config, store)
@@ -80,6 +80,11 @@ def replay(workdir: Path, scale: float, lines: int = 1_000_000, runs: int = 40) 
     issues = len(session.memory.issues)
     occurrences = sum(i.occurrences for i in session.memory.issues.values())
     return {"lines": n, "seconds": seconds, "issues": issues, "occurrences": occurrences}
+
+
+def replay_emoji(workdir: Path, scale: float) -> Result:
+    """The replay case with an emoji starting a fifth of the INFO messages."""
+    return replay(workdir, scale, emoji=0.2)
 
 
 def replay_10x_small(workdir: Path, scale: float) -> Result:
@@ -385,6 +390,7 @@ CASES = {
     "baseline": baseline,
     "replay": replay,
     "replay_100k": replay_10x_small,
+    "replay_emoji": replay_emoji,
     "runs_10": runs_10,
     "runs_10000": runs_10000,
     "memory_10000_runs": memory_10000_runs,

@@ -45,6 +45,7 @@ ACCESS = ('clientIP="203.0.113.{n}" requestID="{uuid}" responseTimeMS={ms} respo
 
 
 _ID_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789"
+EMOJI = ["✅", "🚀", "🎉", "➜", "📊", "⚠️", "🔄", "—"]  # as Node services sprinkle them over INFO lines
 
 
 def run_ids(runs: int) -> list[str]:
@@ -69,21 +70,35 @@ def generate(
     problem_rate: float = 0.01,
     marker: bool = True,
     rotate: bool = True,
+    emoji: float = 0.0,
 ) -> Path:
     """Write ``lines`` log lines from ``runs`` concurrently open runs to ``path`` (returned)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for line in lines_of(lines, runs=runs, seed=seed, problem_rate=problem_rate, marker=marker, rotate=rotate):
+        lines_it = lines_of(
+            lines, runs=runs, seed=seed, problem_rate=problem_rate, marker=marker, rotate=rotate, emoji=emoji
+        )
+        for line in lines_it:
             fh.write(line)
             fh.write("\n")
     return path
 
 
 def lines_of(
-    count: int, *, runs: int = 40, seed: int = 1, problem_rate: float = 0.01, marker: bool = True, rotate: bool = True
+    count: int,
+    *,
+    runs: int = 40,
+    seed: int = 1,
+    problem_rate: float = 0.01,
+    marker: bool = True,
+    rotate: bool = True,
+    emoji: float = 0.0,
 ) -> Iterator[str]:
     """The corpus as an iterator of lines. Runs rotate: each lives for ``count / runs`` lines on average
-    (with ``rotate=False`` the same ``runs`` runs stay open throughout)."""
+    (with ``rotate=False`` the same ``runs`` runs stay open throughout). A fraction ``emoji`` of the
+    INFO lines start their message with an emoji (drawn from a second generator: the rest of the
+    corpus is the same as without)."""
+    marks = random.Random(seed + 1)
     rng = random.Random(seed)
     t0 = datetime(2025, 11, 3, 8, 0, 0, tzinfo=UTC)
     base = [t0 + timedelta(seconds=17 * i) for i in range(runs)]
@@ -126,7 +141,8 @@ def lines_of(
             produced += 1
         else:
             tmpl = INFO[rng.randrange(len(INFO))]
-            yield f"[{ts}] [{run}-{client}] [{client}] [{op}] [INFO] {tmpl.format(**fill)}"
+            mark = f"{marks.choice(EMOJI)} " if emoji and marks.random() < emoji else ""
+            yield f"[{ts}] [{run}-{client}] [{client}] [{op}] [INFO] {mark}{tmpl.format(**fill)}"
             produced += 1
         left[slot] -= 1
         if rotate and left[slot] <= 0:
