@@ -75,6 +75,8 @@ _SCREEN = (
 
 _CACHE_SIZE = 8192
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# \x1c-\x1f are spaces to re's \s (str.isspace) but not to Hyperscan's: the screen sees them as " ".
+_RE_SPACES = {c: " " for c in range(0x1C, 0x20)}
 
 
 def _is_symbol(c: str) -> bool:
@@ -152,7 +154,7 @@ class Redactor:
                     out[i] = done
             return out
         self._line_hits = []
-        self._hs_lines.scan(blob.encode("ascii"), match_event_handler=self._on_line_hit)
+        self._hs_lines.scan(blob.translate(_RE_SPACES).encode("ascii"), match_event_handler=self._on_line_hit)
         out = list(texts)
         if self._line_hits:
             starts = [0, *accumulate(len(t) + 1 for t in texts)]
@@ -193,7 +195,7 @@ class Redactor:
         if scan is not None:
             hits = self._hits
             hits.clear()
-            self._hs.scan(scan.encode("ascii"), match_event_handler=self._on_hit)
+            self._hs.scan(scan.translate(_RE_SPACES).encode("ascii"), match_event_handler=self._on_hit)
             done = self._apply(text, sorted(hits))
         else:
             done = self._apply(text, range(len(self._rules)) if self._quick.search(text) is not None else ())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_triage.pipeline.redact import REDACTED, Redactor
+from stream_triage.pipeline.redact import _RULES, REDACTED, Redactor
 
 redact = Redactor()
 
@@ -85,3 +85,17 @@ def test_lines_with_emoji_are_redacted_as_every_rule_would() -> None:
     for line in lines:
         assert r(line) == r._apply(line, range(len(r._rules))), line
     assert "hunter2" not in r(lines[1]) and r(lines[-1]) == lines[-1]
+
+
+def test_control_characters_re_counts_as_spaces_do_not_hide_a_secret_from_the_screen() -> None:
+    """\\x1c-\\x1f are whitespace to re (the rules) but not to Hyperscan (the screen)."""
+    cases = [
+        ("password\x1c=hunter2 rejected", "hunter2"),
+        ("✅ password\x1f=hunter2", "hunter2"),
+        ("api_key\x1d:\x1eabcdef0123456789abcdef", "abcdef0123456789"),
+    ]
+    for text, secret in cases:
+        expected = Redactor()._apply(text, range(len(_RULES)))
+        assert secret not in expected, text
+        assert Redactor()(text) == expected
+        assert Redactor().many([text, "plain"]) == [expected, "plain"]
