@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 CLIENTS = [
     "Ann-Lee", "Guy-Wilson", "Dean-Hobin", "Maria-Chen", "Tom-Baker", "Ivy-Stone", "Raj-Patel", "Zoe-Kim",
@@ -61,24 +62,11 @@ def run_starts(runs: int) -> Iterator[str]:
         yield f"{head} Starting smart resume for stream {i % 3 + 1}"
 
 
-def generate(
-    path: Path,
-    lines: int,
-    *,
-    runs: int = 40,
-    seed: int = 1,
-    problem_rate: float = 0.01,
-    marker: bool = True,
-    rotate: bool = True,
-    emoji: float = 0.0,
-) -> Path:
-    """Write ``lines`` log lines from ``runs`` concurrently open runs to ``path`` (returned)."""
+def generate(path: Path, lines: int, **shape: Any) -> Path:
+    """Write ``lines_of(lines, **shape)`` to ``path`` (returned), a line each."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        lines_it = lines_of(
-            lines, runs=runs, seed=seed, problem_rate=problem_rate, marker=marker, rotate=rotate, emoji=emoji
-        )
-        for line in lines_it:
+        for line in lines_of(lines, **shape):
             fh.write(line)
             fh.write("\n")
     return path

@@ -980,22 +980,17 @@ ring_line(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
 }
 
 
-/* ring_line for a line of valid UTF-8: truncated, like the str, after `chars` characters. */
+/* ring_line for a line of valid UTF-8: truncated, like the str, after `chars` characters (ring_line
+   cuts after a byte count: the byte where character chars + 1 starts). */
 static int
 ring_line_utf8(RunState *run, const unsigned char *p, Py_ssize_t n, Py_ssize_t chars)
 {
-    if (n <= chars)
-        return ring_line(run, p, n, chars);
-    Py_ssize_t seen = 0, cut = 0;
-    for (; cut < n; cut++) {
+    Py_ssize_t cut = 0;
+    for (Py_ssize_t seen = 0; n > chars && cut < n; cut++) {
         if ((p[cut] & 0xc0) != 0x80 && seen++ == chars)
             break;
     }
-    if (cut == n)
-        return ring_line(run, p, n, n);
-    if (run->ncoll > 0 && run->serial >= run->due && freeze_due(run) < 0)
-        return -1;
-    return ring_push(run, p, cut, (const unsigned char *)"\xe2\x80\xa6", 3); /* "…" */
+    return ring_line(run, p, n, n > chars && cut < n ? cut : n);
 }
 
 /*

@@ -15,7 +15,7 @@ import re
 from array import array
 
 from stream_triage.config import DEFAULT_LINE_REGEX, Config
-from stream_triage.pipeline.match import _NAMES_CHARACTERS, ChunkScanner, PatternSet, at_least, word_or_space
+from stream_triage.pipeline.match import ChunkScanner, PatternSet, at_least, names_characters, word_or_space
 from stream_triage.pipeline.parse import LEVEL_ALIASES
 
 try:
@@ -128,9 +128,7 @@ class FastPath:
         roles += [(_FULL, -1)] * (len(expressions) - len(roles))
         names = set(levels) | {alias for alias, target in LEVEL_ALIASES.items() if target in levels}
         try:
-            symbols = patterns.symbols_scan_as_ascii and not any(
-                _NAMES_CHARACTERS.search(m) for m in config.flush.completion_markers
-            )
+            symbols = patterns.symbols_scan_as_ascii and not any(map(names_characters, config.flush.completion_markers))
             return cls(
                 ChunkScanner(expressions), roles, tuple(sorted(n.upper().encode() for n in names)), levelled, symbols
             )

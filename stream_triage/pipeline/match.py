@@ -28,6 +28,12 @@ _WORD_OR_SPACE = regex.compile(r"[\w\s]")
 # For FastPath: is this one character a word or space character to the patterns?
 word_or_space = _WORD_OR_SPACE.match
 _NAMES_CHARACTERS = regex.compile(r"[^\x00-\x7f]|\\[xuUNpPc0-7]")
+
+
+def names_characters(rx: str) -> bool:
+    """Whether a regex names non-ASCII or control characters (literally or by escape): its verdict on
+    a message may change when such characters are scanned as stand-ins."""
+    return _NAMES_CHARACTERS.search(rx) is not None
 _MATCH_CACHE = 4096
 
 
@@ -85,7 +91,7 @@ class PatternSet:
             self._db, self._always = _build_hyperscan(self._compiled, self._text)
         # Patterns that name non-ASCII or control characters (literally or by escape).
         self._unicode_always = sorted(
-            set(self._always) | {i for i in self._text if _NAMES_CHARACTERS.search(self._compiled[i].spec.regex or "")}
+            set(self._always) | {i for i in self._text if names_characters(self._compiled[i].spec.regex or "")}
         )
         self._hits: list[int] = []
         self._matches: dict[tuple[int, ...], Match] = {}  # pattern indexes found → their Match

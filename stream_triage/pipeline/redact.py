@@ -77,6 +77,14 @@ _CACHE_SIZE = 8192
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # \x1c-\x1f are spaces to re's \s (str.isspace) but not to Hyperscan's: the screen sees them as " ".
 _RE_SPACES = {c: " " for c in range(0x1C, 0x20)}
+_RE_SPACE_CONTROLS = re.compile("[\x1c-\x1f]")
+
+
+def _screened(text: str) -> bytes:
+    """ASCII ``text`` as the Hyperscan screen reads it (translated only when it holds \\x1c-\\x1f)."""
+    if _RE_SPACE_CONTROLS.search(text) is not None:
+        text = text.translate(_RE_SPACES)
+    return text.encode("ascii")
 
 
 def _is_symbol(c: str) -> bool:
@@ -154,7 +162,7 @@ class Redactor:
                     out[i] = done
             return out
         self._line_hits = []
-        self._hs_lines.scan(blob.translate(_RE_SPACES).encode("ascii"), match_event_handler=self._on_line_hit)
+        self._hs_lines.scan(_screened(blob), match_event_handler=self._on_line_hit)
         out = list(texts)
         if self._line_hits:
             starts = [0, *accumulate(len(t) + 1 for t in texts)]
@@ -195,7 +203,7 @@ class Redactor:
         if scan is not None:
             hits = self._hits
             hits.clear()
-            self._hs.scan(scan.translate(_RE_SPACES).encode("ascii"), match_event_handler=self._on_hit)
+            self._hs.scan(_screened(scan), match_event_handler=self._on_hit)
             done = self._apply(text, sorted(hits))
         else:
             done = self._apply(text, range(len(self._rules)) if self._quick.search(text) is not None else ())
